@@ -1,0 +1,147 @@
+"""Safe XML parsing for the XML codecs (``xmlrpc``, ``compact``).
+
+Theory of operation
+-------------------
+Every XML attack that matters here (billion laughs, quadratic blowup, external entities and
+external DTDs) needs a document type declaration, and XML's grammar allows one only in the
+*prolog*, before the root element (XML 1.0, production [22]). So the fast path:
+
+1. refuses input over the size limit (done by the codec) and input with more markup than the
+   item limit could need (``<`` is counted by a single C-speed scan), before any parsing;
+2. reads the prolog itself — an optional UTF-8 byte-order mark, the XML declaration, comments,
+   processing instructions and whitespace — and refuses any ``<!DOCTYPE`` (or other ``<!``
+   declaration) found there;
+3. hands the bytes to the C ``xml.etree.ElementTree.XMLParser`` (expat underneath), which builds
+   the tree without calling back into Python. With no DTD, expat knows only the five predefined
+   entities and character references; any other ``&name;`` is a well-formedness error.
+
+This only holds if the prolog scan reads the bytes the way expat will, so the fast path takes only
+ASCII-compatible encodings that expat decodes natively (UTF-8, US-ASCII, ISO-8859-1). Any other
+encoding (UTF-16, windows-1252 …) goes to the slow path: defusedxml's hardened expat parser with
+DTDs, entity declarations and external references all forbidden, which works whatever the encoding.
+
+Depth and item counts are enforced by the codec while it walks the tree; expat itself is not
+recursive and the tree's memory is bounded by the size and markup limits.
+"""
+
+from __future__ import annotations
+
+import re
+from xml.etree.ElementTree import Element, ParseError, XMLParser
+
+import defusedxml.ElementTree
+from defusedxml import DefusedXmlException
+
+from clusterrpc.errors import DecodeError, FaultCode, LimitExceededError
+from clusterrpc.values import Limits
+
+__all__ = ["parse_document"]
+
+# Encodings expat decodes natively and that are ASCII-compatible, so that our byte-level prolog
+# scan sees what expat sees. Names as in XML 1.0 section 4.3.3 (case-insensitive).
+_FAST_ENCODINGS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"})
+
+_XML_DECLARATION = re.compile(
+    rb"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(?:\"1\.[0-9]+\"|'1\.[0-9]+')"
+    rb"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(?:\"(?P<enc1>[A-Za-z][A-Za-z0-9._-]*)\""
+    rb"|'(?P<enc2>[A-Za-z][A-Za-z0-9._-]*)'))?"
+    rb"(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(?:\"(?:yes|no)\"|'(?:yes|no)'))?"
+    rb"[ \t\r\n]*\?>"
+)
+_WHITESPACE = b" \t\r\n"
+_UTF8_BOM = b"\xef\xbb\xbf"
+# Every markup element of a valid message costs at most this many '<' per value (a struct
+# member: <member><name></name><value><T></T></value></member>), plus a fixed envelope.
+_MARKUP_PER_ITEM = 8
+_MARKUP_ENVELOPE = 64
+
+
+def _markup_budget(limits: Limits) -> int:
+    return limits.max_items * _MARKUP_PER_ITEM + _MARKUP_ENVELOPE
+
+
+def _fast_path_start(data: bytes) -> int | None:
+    """Return where the root element starts if the fast path may parse ``data``.
+
+    Returns ``None`` when the encoding is not one the fast path reads. Raises
+    :class:`DecodeError` for a DTD or other declaration in the prolog.
+    """
+    position = 3 if data.startswith(_UTF8_BOM) else 0
+    if b"\x00" in data[:4]:
+        return None  # UTF-16/UTF-32 without (or with) a byte-order mark
+    if data.startswith(b"\xfe\xff") or data.startswith(b"\xff\xfe"):
+        return None
+    if data.startswith(b"<?xml", position) and data[position + 5 : position + 6] in (
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+    ):
+        declaration = _XML_DECLARATION.match(data, position)
+        if declaration is None:
+            raise DecodeError("malformed XML declaration")
+        encoding = declaration["enc1"] or declaration["enc2"]
+        if encoding is not None and encoding.decode("ascii").lower() not in _FAST_ENCODINGS:
+            return None
+        position = declaration.end()
+    end = len(data)
+    while position < end:
+        byte = data[position]
+        if byte in _WHITESPACE:
+            position += 1
+        elif data.startswith(b"<!--", position):
+            close = data.find(b"-->", position + 4)
+            if close < 0:
+                raise DecodeError("unterminated comment in the XML prolog")
+            position = close + 3
+        elif data.startswith(b"<?", position):
+            close = data.find(b"?>", position + 2)
+            if close < 0:
+                raise DecodeError("unterminated processing instruction in the XML prolog")
+            position = close + 2
+        elif data.startswith(b"<!", position):
+            raise DecodeError(
+                "document type declarations (DTDs) are forbidden: they enable entity "
+                "expansion and external references"
+            )
+        else:
+            return position
+    raise DecodeError("empty XML document")
+
+
+def parse_document(data: bytes, limits: Limits) -> Element:
+    """Parse ``data`` into an element tree, safely.
+
+    The caller has already checked ``len(data)`` against ``limits.max_size``. Raises
+    :class:`DecodeError` for malformed or forbidden XML and :class:`LimitExceededError` for
+    input with more markup than ``limits.max_items`` allows.
+    """
+    if data.count(b"<") > _markup_budget(limits):
+        raise LimitExceededError(
+            f"more XML markup than max_items={limits.max_items} values can need"
+        )
+    if _fast_path_start(data) is None:
+        return _parse_hardened(data)
+    parser = XMLParser()
+    try:
+        parser.feed(data)
+        root: Element = parser.close()
+    except ParseError as error:
+        raise DecodeError(f"not well-formed XML: {error}") from None
+    return root
+
+
+def _parse_hardened(data: bytes) -> Element:
+    try:
+        root: Element = defusedxml.ElementTree.fromstring(
+            data, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except DefusedXmlException as error:
+        raise DecodeError(f"forbidden XML construct: {error}") from None
+    except ParseError as error:
+        raise DecodeError(f"not well-formed XML: {error}") from None
+    except (LookupError, UnicodeError) as error:  # an unknown or undecodable encoding
+        raise DecodeError(
+            f"unsupported XML encoding: {error}", fault_code=FaultCode.UNSUPPORTED_ENCODING
+        ) from None
+    return root

@@ -1,0 +1,153 @@
+"""The clusterrpc exception tree.
+
+Every error that clusterrpc raises on purpose is a :class:`ClusterRPCError`. The tree keeps two
+distinctions that callers act on:
+
+* *local* errors (you asked for something that cannot be done: a value the wire cannot carry,
+  a bad configuration) versus *remote* errors (bytes that came in are malformed, hostile or
+  over a limit);
+* a :class:`Fault`, which is a well-formed answer from the remote method ("the call failed
+  there"), versus everything else ("the call could not be carried out").
+
+::
+
+    ClusterRPCError
+    ├── Fault                      the remote method answered with a fault (code, message)
+    ├── ConfigurationError         bad keyword configuration or plugin set-up   (ValueError)
+    │   └── UnknownCodecError      no codec with that name or wire id          (LookupError)
+    ├── EncodeError                a local value cannot be put on the wire      (ValueError)
+    └── DecodeError                incoming bytes are malformed or unsafe       (ValueError)
+        └── LimitExceededError     incoming bytes exceed a configured limit
+
+Later layers (packets, transports) add their branches to this tree, and this drawing with them.
+
+Fault codes follow the XML-RPC fault-interoperability specification; see :class:`FaultCode`
+and ``spec/codecs.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ClusterRPCError",
+    "ConfigurationError",
+    "DecodeError",
+    "EncodeError",
+    "Fault",
+    "FaultCode",
+    "LimitExceededError",
+    "UnknownCodecError",
+]
+
+
+class FaultCode(enum.IntEnum):
+    """Fault codes of the XML-RPC fault-interoperability specification.
+
+    Application code may use any other integer for its own faults; these are the codes that
+    clusterrpc itself produces.
+    """
+
+    PARSE_ERROR = -32700
+    """The request was not well-formed (or not safe to parse)."""
+    UNSUPPORTED_ENCODING = -32701
+    """The request used a character encoding the server does not accept."""
+    INVALID_CHARACTER = -32702
+    """The request contained a character that is invalid for its encoding."""
+    INVALID_REQUEST = -32600
+    """Well-formed, but not a valid XML-RPC request."""
+    METHOD_NOT_FOUND = -32601
+    """No such method is published."""
+    INVALID_PARAMS = -32602
+    """Wrong number or types of parameters."""
+    INTERNAL_ERROR = -32603
+    """The server failed while handling a valid request."""
+    APPLICATION_ERROR = -32500
+    """The method itself raised an exception."""
+    SYSTEM_ERROR = -32400
+    """An error of the server's system, outside the method."""
+    TRANSPORT_ERROR = -32300
+    """An error of the transport below the RPC layer."""
+
+
+class ClusterRPCError(Exception):
+    """Base class of every error that clusterrpc raises on purpose."""
+
+
+class Fault(ClusterRPCError):
+    """The remote method answered with a fault.
+
+    ``code`` is an integer (see :class:`FaultCode` for the codes clusterrpc produces) and
+    ``message`` a human-readable string. Raising a ``Fault`` inside a served method sends exactly
+    that code and message back to the caller.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.code = int(code)
+        self.message = str(message)
+
+    def __str__(self) -> str:
+        return f"fault {self.code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Fault({self.code!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fault):
+            return NotImplemented
+        return (self.code, self.message) == (other.code, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
+
+
+class ConfigurationError(ClusterRPCError, ValueError):
+    """A keyword argument, configuration file or plugin is invalid.
+
+    Raised when objects are constructed or plugins are loaded, never for bytes that arrive.
+    """
+
+
+class UnknownCodecError(ConfigurationError, LookupError):
+    """No codec is registered under the requested name or wire id."""
+
+
+class EncodeError(ClusterRPCError, ValueError):
+    """A value cannot be represented on the wire.
+
+    ``path`` names the offending place inside the message, e.g. ``params[0]["peers"][3]``; it is
+    part of the message too. Nothing has been sent when this is raised.
+    """
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+    def at(self, path: str) -> EncodeError:
+        """Return a copy of this error located at ``path`` (used while unwinding)."""
+        error = type(self)(self.reason, path)
+        error.__cause__ = self.__cause__
+        return error
+
+
+class DecodeError(ClusterRPCError, ValueError):
+    """Bytes that arrived are not a valid message for the codec.
+
+    This covers malformed input, hostile input (DTDs, entity declarations, external
+    references) and, through :class:`LimitExceededError`, input over a configured limit. The
+    caller must treat the message as never received; a server answers with a
+    ``PARSE_ERROR``/``INVALID_REQUEST`` fault where a reply is possible.
+    """
+
+    def __init__(self, reason: str, *, fault_code: int = FaultCode.PARSE_ERROR) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fault_code = fault_code
+        """The fault code a server answers with: ``PARSE_ERROR`` for bytes that are not
+        well-formed, ``INVALID_REQUEST`` for a well-formed document that is not a valid message."""
+
+
+class LimitExceededError(DecodeError):
+    """Incoming bytes exceed a configured limit (size, depth, item count, string length)."""
