@@ -1,0 +1,73 @@
+"""Hypothesis strategies for the value model (``clusterrpc.values``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hypothesis import strategies as st
+
+from clusterrpc.values import INT64_MAX, INT64_MIN
+
+# Characters XML 1.0 can carry (clusterrpc.values: the rule every codec enforces).
+xml_chars = st.one_of(
+    st.sampled_from("\t\n\r"),
+    st.characters(min_codepoint=0x20, max_codepoint=0xD7FF),
+    st.characters(min_codepoint=0xE000, max_codepoint=0xFFFD),
+    st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF),
+)
+texts = st.text(alphabet=xml_chars, max_size=40)
+
+offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
+)
+datetimes = st.datetimes(
+    min_value=dt.datetime(1, 1, 1, 0, 0, 0),
+    max_value=dt.datetime(9999, 12, 31, 23, 59, 59),
+    timezones=st.none() | st.just(dt.UTC) | offsets,
+)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=INT64_MIN, max_value=INT64_MAX),
+    st.floats(allow_nan=False, allow_infinity=False),
+    texts,
+    st.binary(max_size=64),
+    datetimes,
+)
+
+
+def values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
+    """Any value of the model: decoded form (lists, not tuples; bytes, not bytearray)."""
+    return st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=6)
+        | st.dictionaries(texts, children, max_size=6),
+        max_leaves=max_leaves,
+    )
+
+
+method_names = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:/",
+    min_size=1,
+    max_size=40,
+)
+
+
+def same(left: Any, right: Any) -> bool:
+    """Exact equality for decoded values: also compares types (1 vs 1.0 vs True) and the UTC
+    offset of aware datetimes (equal instants with different offsets are different values)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(same, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(same(left[k], right[k]) for k in left)
+    if isinstance(left, float):
+        return left == right and str(left) == str(right)  # -0.0 vs 0.0
+    if isinstance(left, dt.datetime):
+        return left == right and left.utcoffset() == right.utcoffset() and (
+            (left.tzinfo is None) == (right.tzinfo is None)
+        )
+    return bool(left == right)
