@@ -48,6 +48,7 @@ __all__ = [
     "INT64_MIN",
     "Limits",
     "Value",
+    "as_base_type",
     "check_value",
     "format_datetime",
     "format_path",
@@ -91,7 +92,7 @@ class Limits:
     """Largest encoded message, in bytes."""
     max_depth: int = 32
     """Deepest nesting of arrays and structs; a scalar parameter is at depth 0."""
-    max_items: int = 262_144
+    max_items: int = 65_536
     """Most values in one message, counting every element of every container."""
     max_string: int = 4 * MIB
     """Longest ``str`` (in characters) or ``bytes`` (in bytes) value, struct keys included."""
@@ -217,6 +218,43 @@ def check_value(value: object, limits: Limits, root: str) -> int:
 
     walk(value, 0)
     return count
+
+
+def as_base_type(value: object) -> object | None:
+    """The value of a subclass of a model type as that base type, or ``None`` if ``value`` is not
+    an instance of any model type.
+
+    ``IntEnum`` members become ``int``, ``(str, Enum)`` members their ``str`` value (not
+    ``"Name.MEMBER"``), ``OrderedDict`` a ``dict``, a ``datetime`` subclass a ``datetime``. Codecs
+    call this only after their exact-type dispatch failed.
+    """
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, _dt.datetime):
+        return _dt.datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            value.tzinfo,
+            fold=value.fold,
+        )
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list | tuple):
+        return list(value)
+    return None
 
 
 def format_datetime(moment: _dt.datetime) -> str:

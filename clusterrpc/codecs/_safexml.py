@@ -49,6 +49,7 @@ _XML_DECLARATION = re.compile(
     rb"[ \t\r\n]*\?>"
 )
 _WHITESPACE = b" \t\r\n"
+_CANONICAL_DECLARATION = b'<?xml version="1.0"?>'
 _UTF8_BOM = b"\xef\xbb\xbf"
 # Every markup element of a valid message costs at most this many '<' per value (a struct
 # member: <member><name></name><value><T></T></value></member>), plus a fixed envelope.
@@ -66,6 +67,13 @@ def _fast_path_start(data: bytes) -> int | None:
     Returns ``None`` when the encoding is not one the fast path reads. Raises
     :class:`DecodeError` for a DTD or other declaration in the prolog.
     """
+    if data.startswith(_CANONICAL_DECLARATION):
+        position = len(_CANONICAL_DECLARATION)  # what our encoders write: skip the regex
+        if data[position : position + 1] == b"<" and data[position + 1 : position + 2] not in (
+            b"!",
+            b"?",
+        ):
+            return position
     position = 3 if data.startswith(_UTF8_BOM) else 0
     if b"\x00" in data[:4]:
         return None  # UTF-16/UTF-32 without (or with) a byte-order mark

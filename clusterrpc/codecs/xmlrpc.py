@@ -41,6 +41,7 @@ from clusterrpc.values import (
     INVALID_XML_CHAR,
     Limits,
     Value,
+    as_base_type,
     check_value,
     format_datetime,
     parse_datetime,
@@ -103,9 +104,7 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
     def encode(value: object, append: Callable[[str], None], depth: int) -> int:
         kind = type(value)
         if kind is str:
-            append("<value><string>")
-            append(text(value))  # type: ignore[arg-type]
-            append("</string></value>")
+            append(f"<value><string>{text(value)}</string></value>")  # type: ignore[arg-type]
             return 1
         if kind is int:
             if INT32_MIN <= value <= INT32_MAX:  # type: ignore[operator]
@@ -123,9 +122,7 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
             for key, element in value.items():  # type: ignore[attr-defined]
                 if type(key) is not str:
                     raise _Unusual
-                append("<member><name>")
-                append(text(key))
-                append("</name>")
+                append(f"<member><name>{text(key)}</name>")
                 count += encode(element, append, depth + 1)
                 append("</member>")
             append("</struct></value>")
@@ -166,25 +163,15 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
             append(format_datetime(value))  # type: ignore[arg-type]
             append("</dateTime.iso8601></value>")
             return 1
-        return encode(_base_value(value), append, depth)
+        base = as_base_type(value)
+        if base is None:
+            raise _Unusual
+        return encode(base, append, depth)
 
     return encode
 
 
 _SECOND = _dt.timedelta(seconds=1)
-
-
-def _base_value(value: object) -> object:
-    """Subclasses of the model's types travel as their base type (IntEnum as int, …)."""
-    for base in (bool, int, float, str, bytes, dict, list, tuple):
-        if isinstance(value, base):
-            return base(value)  # type: ignore[call-arg]
-    if isinstance(value, _dt.datetime):
-        return _dt.datetime(
-            value.year, value.month, value.day, value.hour, value.minute,
-            value.second, value.microsecond, value.tzinfo, fold=value.fold,
-        )
-    raise _Unusual
 
 
 class XmlRpcCodec(Codec):
@@ -287,7 +274,14 @@ class XmlRpcCodec(Codec):
 
     def _document(self, data: bytes, root_tag: str) -> Element:
         self.check_size(data)
-        root = parse_document(bytes(data), self.limits)
+        data = bytes(data)
+        # Every value is one <value> element and that tag must appear literally (no entities
+        # exist), so this C-speed count refuses over-long messages before any parsing.
+        if data.count(b"<value") > self.limits.max_items:
+            raise LimitExceededError(
+                f"more than max_items={self.limits.max_items} values in one message"
+            )
+        root = parse_document(data, self.limits)
         if root.tag != root_tag:
             raise _invalid(f"expected <{root_tag}>, got <{_tag(root)}>")
         return root
@@ -382,11 +376,16 @@ class _Walker:
                 raise _invalid("<value> must hold exactly one type element")
             typed = element[0]
             tag = typed.tag
+            # The most frequent types are inlined; the rest go through the _SCALARS table.
             if tag == "string":
                 text = typed.text or ""
                 if len(text) > max_string or len(typed):
                     raise _too_long(limits) if len(text) > max_string else _nested(typed)
                 return text
+            if tag == "int" or tag == "i4":
+                if len(typed):
+                    raise _nested(typed)
+                return _int(typed)
             scalar = scalars.get(tag)
             if scalar is not None:
                 if len(typed):
@@ -405,7 +404,8 @@ class _Walker:
                         raise _invalid(
                             "<struct> must hold <member> elements of <name> and <value>"
                         )
-                    name, item = member
+                    name = member[0]  # indexing is twice as fast as unpacking an Element
+                    item = member[1]
                     if name.tag != "name" or item.tag != "value" or len(name):
                         raise _invalid("a <member> must hold <name> then <value>")
                     key = name.text or ""
@@ -461,9 +461,14 @@ def _too_deep(limits: Limits) -> LimitExceededError:
 
 def _int(element: Element) -> int:
     text = element.text or ""
-    if not _INTEGER.match(text):
-        raise _invalid(f"invalid integer {text[:40]!r}")
-    number = int(text)
+    # int() alone would also take "1_000" and non-ASCII digits; the regex runs only then.
+    try:
+        number = int(text)
+    except ValueError:
+        raise _invalid(f"invalid integer {text[:40]!r}") from None
+    if "_" in text or not text.isascii():
+        if not _INTEGER.match(text):
+            raise _invalid(f"invalid integer {text[:40]!r}")
     if not INT64_MIN <= number <= INT64_MAX:
         raise _invalid(f"integer {text.strip()[:40]} does not fit in 64 bits")
     return number
@@ -486,7 +491,7 @@ def _double(element: Element) -> float:
     if not _DOUBLE.match(text):
         raise _invalid(f"invalid double {text[:40]!r}")
     number = float(text)
-    if not math.isfinite(number):
+    if not math.isfinite(number):  # e.g. 1e999
         raise _invalid(f"double {text.strip()[:40]} is out of range")
     return number
 
