@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterrpc.values import Limits, parse_datetime
+from clusterrpc.cli.notation import from_notation
+from clusterrpc.values import Limits
 
 SPEC = Path(__file__).resolve().parent.parent / "spec"
 CODEC_VECTORS = SPEC / "vectors" / "codecs"
-
-
-def from_notation(node: Any) -> Any:
-    """Turn the JSON value notation into the Python value it stands for."""
-    if isinstance(node, list):
-        return [from_notation(item) for item in node]
-    if isinstance(node, dict):
-        if len(node) == 1:
-            ((key, inner),) = node.items()
-            if key == "$float":
-                return float(inner)
-            if key == "$bytes":
-                return base64.b64decode(inner, validate=True)
-            if key == "$datetime":
-                return parse_datetime(inner)
-            if key == "$struct":
-                return {name: from_notation(item) for name, item in inner.items()}
-            if key.startswith("$"):
-                raise ValueError(f"unknown tag {key!r} in vector notation")
-        return {name: from_notation(item) for name, item in node.items()}
-    return node
 
 
 @dataclass(frozen=True)

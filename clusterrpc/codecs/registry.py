@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 
 from clusterrpc.codecs.base import Codec
 from clusterrpc.errors import ConfigurationError, UnknownCodecError
@@ -76,7 +75,9 @@ class CodecRegistry:
         self._origins: dict[str, str] = {}
         origins = origins or {}
         for cls in codecs:
-            origin = origins.get(cls.name, f"{cls.__module__}:{cls.__qualname__}")
+            origin = origins.get(
+                getattr(cls, "name", ""), f"{cls.__module__}:{cls.__qualname__}"
+            )
             _check_codec_class(cls, origin)
             for key, table, what in (
                 (cls.name, self._by_name, "name"),
@@ -101,6 +102,10 @@ class CodecRegistry:
         or id, or an entry point's name differs from its class's ``name``. A plugin that fails to
         import does not stop the others; see :meth:`create`.
         """
+        # Imported here, not at module level: importlib.metadata pulls in email and socket, and
+        # the codec layer must stay importable without any I/O module (sans-I/O rule).
+        from importlib import metadata
+
         classes: list[type[Codec]] = []
         origins: dict[str, str] = {}
         broken: dict[str, str] = {}

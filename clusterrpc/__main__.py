@@ -1,0 +1,5 @@
+import sys
+
+from clusterrpc.cli.main import main
+
+sys.exit(main())

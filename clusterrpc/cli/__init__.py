@@ -1,0 +1,1 @@
+"""The ``clusterrpc`` command-line tool (entry point: :func:`clusterrpc.cli.main.main`)."""

@@ -1,0 +1,237 @@
+"""``clusterrpc``: the admin command.
+
+Subcommands so far (later layers add ``call``, ``methods``, ``serve``, ``keys`` …):
+
+``clusterrpc roundtrip [--codec NAME …] [--show]``
+    encode a sample election-vote call, reply and fault with every installed codec (or the named
+    ones), decode them again, and report sizes and whether each round trip was exact;
+``clusterrpc codecs``
+    list the installed codecs with their wire ids and where they come from;
+``clusterrpc encode [--codec NAME] call METHOD [ARG …] | reply VALUE | fault CODE MESSAGE``
+    write an encoded body to standard output; arguments and values are JSON in the notation of
+    ``spec/vectors/README.md`` (``{"$bytes": "..."}``, ``{"$datetime": "..."}``);
+``clusterrpc decode [--codec NAME] call|response [FILE]``
+    read a body (from FILE or standard input) and print it as JSON in the same notation.
+
+Exit status: 0 on success, 1 when a round trip is not exact or a body cannot be decoded, 2 for
+usage errors (bad arguments, unknown codec, a value that cannot be encoded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from clusterrpc import __version__
+from clusterrpc.cli.notation import from_notation, to_notation
+from clusterrpc.codecs import (
+    CallMessage,
+    Codec,
+    FaultMessage,
+    ReplyMessage,
+    default_registry,
+)
+from clusterrpc.errors import ClusterRPCError, ConfigurationError, DecodeError, EncodeError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+SAMPLE_VOTE: dict[str, Any] = {
+    "term": 42,
+    "candidate": "node-17",
+    "last_log_index": 1_234_567,
+    "last_log_term": 41,
+    "granted": True,
+    "sent_at": dt.datetime(2026, 11, 22, 18, 51, 39, 250_000, tzinfo=dt.UTC),
+    "nonce": bytes.fromhex("00ff10c0ffee"),
+    "load": 0.75,
+    "note": None,
+}
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _json_argument(text: str, what: str) -> Any:
+    try:
+        return from_notation(json.loads(text))
+    except ValueError as error:
+        raise _UsageError(f"{what} is not valid JSON notation: {error}") from None
+
+
+def _codec(name: str) -> Codec:
+    return default_registry().create(name)
+
+
+def _cmd_codecs(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    rows = [
+        (name, str(registry.by_name(name).codec_id), registry.by_name(name).media_type,
+         registry.origin(name))
+        for name in registry.names()
+    ]
+    if args.json:
+        keys = ("name", "id", "media_type", "origin")
+        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+        return EXIT_OK
+    widths = [max(len(row[i]) for row in [("NAME", "ID", "MEDIA TYPE", ""), *rows])
+              for i in range(3)]
+    print(f"{'NAME':<{widths[0]}}  {'ID':>{widths[1]}}  {'MEDIA TYPE':<{widths[2]}}  ORIGIN")
+    for name, codec_id, media, origin in rows:
+        print(f"{name:<{widths[0]}}  {codec_id:>{widths[1]}}  {media:<{widths[2]}}  {origin}")
+    return EXIT_OK
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Exact equality of decoded values, types included (1 is not 1.0 is not True)."""
+    if isinstance(left, tuple):
+        left = list(left)
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(_same, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, dt.datetime):
+        return bool(left == right) and left.utcoffset() == right.utcoffset()
+    return bool(left == right)
+
+
+def _cmd_roundtrip(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    names = args.codec or registry.names()
+    params = [SAMPLE_VOTE]
+    print("clusterrpc", __version__, "- round trip of an election vote through each codec\n")
+    print(f"{'CODEC':<10} {'ID':>3}  {'CALL':>6}  {'REPLY':>6}  {'FAULT':>6}  RESULT")
+    failures = 0
+    for name in names:
+        codec = _codec(name)
+        call = codec.encode_call("election.vote", params)
+        reply = codec.encode_reply({"granted": True, "term": 42})
+        fault = codec.encode_fault(-32601, "method 'election.bogus' not found")
+        exact = (
+            codec.decode_call(call) == CallMessage("election.vote", tuple(params))
+            and _same(codec.decode_call(call).params, params)
+            and codec.decode_response(reply) == ReplyMessage({"granted": True, "term": 42})
+            and codec.decode_response(fault)
+            == FaultMessage(-32601, "method 'election.bogus' not found")
+        )
+        failures += not exact
+        print(f"{name:<10} {codec.codec_id:>3}  {len(call):>5}B  {len(reply):>5}B  "
+              f"{len(fault):>5}B  {'exact' if exact else 'MISMATCH'}")
+        if args.show:
+            print(f"  call body: {call.decode('utf-8', 'replace')}\n")
+    print(f"\n{len(names) - failures} of {len(names)} codecs round-tripped exactly.")
+    return EXIT_OK if not failures else EXIT_FAILED
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    codec = _codec(args.codec)
+    if args.kind == "call":
+        params = [_json_argument(arg, f"argument {i}") for i, arg in enumerate(args.args)]
+        body = codec.encode_call(args.method, params)
+    elif args.kind == "reply":
+        body = codec.encode_reply(_json_argument(args.value, "VALUE"))
+    else:
+        body = codec.encode_fault(args.code, args.message)
+    sys.stdout.buffer.write(body)
+    if sys.stdout.isatty():
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    codec = _codec(args.codec)
+    if args.file in (None, "-"):
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(args.file, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            raise _UsageError(f"cannot read {args.file}: {error.strerror}") from None
+    message: CallMessage | ReplyMessage | FaultMessage
+    message = codec.decode_call(data) if args.kind == "call" else codec.decode_response(data)
+    if isinstance(message, CallMessage):
+        out: dict[str, Any] = {"method": message.method, "params": to_notation(message.params)}
+    elif isinstance(message, ReplyMessage):
+        out = {"result": to_notation(message.value)}
+    else:
+        out = {"fault": {"code": message.code, "message": message.message}}
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"clusterrpc: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``clusterrpc`` command."""
+    parser = _Parser(
+        prog="clusterrpc",
+        description="RPC for the messages that hold a cluster together.",
+    )
+    parser.add_argument("--version", action="version", version=f"clusterrpc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    roundtrip = commands.add_parser(
+        "roundtrip", help="round-trip a sample election vote through every codec"
+    )
+    roundtrip.add_argument("--codec", action="append", help="only this codec (repeatable)")
+    roundtrip.add_argument("--show", action="store_true", help="print each encoded call")
+    roundtrip.set_defaults(handler=_cmd_roundtrip)
+
+    codecs = commands.add_parser("codecs", help="list installed codecs")
+    codecs.add_argument("--json", action="store_true", help="print JSON")
+    codecs.set_defaults(handler=_cmd_codecs)
+
+    encode = commands.add_parser("encode", help="encode a call, reply or fault to stdout")
+    encode.add_argument("--codec", default="xmlrpc", help="codec name (default: xmlrpc)")
+    kinds = encode.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    call = kinds.add_parser("call", help="METHOD [ARG ...], each ARG in JSON notation")
+    call.add_argument("method")
+    call.add_argument("args", nargs="*")
+    reply = kinds.add_parser("reply", help="VALUE in JSON notation")
+    reply.add_argument("value")
+    fault = kinds.add_parser("fault", help="CODE MESSAGE")
+    fault.add_argument("code", type=int)
+    fault.add_argument("message")
+    encode.set_defaults(handler=_cmd_encode)
+
+    decode = commands.add_parser("decode", help="decode a body and print it as JSON")
+    decode.add_argument("--codec", default="xmlrpc", help="codec name (default: xmlrpc)")
+    decode.add_argument("kind", choices=["call", "response"])
+    decode.add_argument("file", nargs="?", help="file to read (default: standard input)")
+    decode.set_defaults(handler=_cmd_decode)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except (_UsageError, EncodeError, ConfigurationError) as error:
+        print(f"clusterrpc: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except DecodeError as error:
+        print(f"clusterrpc: cannot decode: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except ClusterRPCError as error:
+        print(f"clusterrpc: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
