@@ -38,7 +38,7 @@ import datetime as _dt
 import math
 import re
 from collections.abc import Iterator
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 from clusterrpc.errors import ConfigurationError, DecodeError, EncodeError, FaultCode
 
@@ -55,20 +55,20 @@ __all__ = [
     "parse_datetime",
 ]
 
-Value: TypeAlias = Union[
-    None,
-    bool,
-    int,
-    float,
-    str,
-    bytes,
-    bytearray,
-    memoryview,
-    _dt.datetime,
-    list["Value"],
-    tuple["Value", ...],
-    dict[str, "Value"],
-]
+Value: TypeAlias = (
+    bool
+    | int
+    | float
+    | str
+    | bytes
+    | bytearray
+    | memoryview
+    | _dt.datetime
+    | list["Value"]
+    | tuple["Value", ...]
+    | dict[str, "Value"]
+    | None
+)
 """Any value that clusterrpc can carry (see the module docstring for the exact rules)."""
 
 INT32_MIN = -(2**31)

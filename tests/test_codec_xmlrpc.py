@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import math
@@ -98,7 +99,7 @@ def test_subclasses_travel_as_base_types() -> None:
     class Color(enum.IntEnum):
         RED = 1
 
-    class Name(str, enum.Enum):
+    class Name(str, enum.Enum):  # noqa: UP042 - the mixin whose str() is "Name.N1"
         N1 = "n1"
 
     class Moment(dt.datetime):
@@ -114,7 +115,11 @@ def test_subclasses_travel_as_base_types() -> None:
 
 # What xmlrpc.client can carry: no aware or sub-second datetimes; ints within 32 bits for its
 # encoder (its decoder reads <i8>); no '\r' in its output (it does not escape CR).
-stdlib_texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\x00").filter(lambda c: c in "\t\n" or c >= " ") , max_size=20)  # fmt: skip
+stdlib_texts = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\ufffe\uffff")
+    .filter(lambda c: c in "\t\n" or c >= " "),
+    max_size=20,
+)
 stdlib_scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -372,10 +377,8 @@ VALID_BODIES = [case.body for case in CASES if case.kind in ("call", "reply", "f
 @given(data=st.binary(max_size=300))
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     for decode in (CODEC.decode_call, CODEC.decode_response):
-        try:
+        with contextlib.suppress(DecodeError):
             decode(data)
-        except DecodeError:
-            pass
 
 
 @settings(max_examples=500, deadline=None)
@@ -385,8 +388,8 @@ def test_fuzz_arbitrary_bytes(data: bytes) -> None:
 )
 def test_fuzz_mutated_bodies(body: bytes, edits: list[tuple[int, bytes]]) -> None:
     mutated = bytearray(body)
-    for position, replacement in edits:
-        position %= len(mutated) + 1
+    for offset, replacement in edits:
+        position = offset % (len(mutated) + 1)
         mutated[position : position + len(replacement)] = replacement
     for decode in (CODEC.decode_call, CODEC.decode_response):
         try:

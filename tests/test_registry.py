@@ -81,7 +81,9 @@ def test_non_codec_is_refused() -> None:
 # -- plugins installed as real distributions ---------------------------------------------------
 
 
-def _install_distribution(root: Path, name: str, entry_points: str, modules: dict[str, str]) -> None:
+def _install_distribution(
+    root: Path, name: str, entry_points: str, modules: dict[str, str]
+) -> None:
     """Install a distribution the way pip leaves it: modules plus a .dist-info folder."""
     dist_info = root / f"{name.replace('-', '_')}-1.0.dist-info"
     dist_info.mkdir(parents=True)

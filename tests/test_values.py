@@ -54,7 +54,10 @@ def test_datetime_formats() -> None:
     assert parse_datetime("2024-01-02T03:04:05.123456789-0130") == dt.datetime(
         2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone(-dt.timedelta(hours=1, minutes=30))
     )
-    for bad in ["20240230T00:00:00", "2024-01-02", "20240102T24:00:00", "x", "20240102T00:00:00+25"]:
+    bad_texts = [
+        "20240230T00:00:00", "2024-01-02", "20240102T24:00:00", "x", "20240102T00:00:00+25"
+    ]
+    for bad in bad_texts:
         with pytest.raises(DecodeError):
             parse_datetime(bad)
 

@@ -39,7 +39,9 @@ __all__ = ["parse_document"]
 
 # Encodings expat decodes natively and that are ASCII-compatible, so that our byte-level prolog
 # scan sees what expat sees. Names as in XML 1.0 section 4.3.3 (case-insensitive).
-_FAST_ENCODINGS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"})
+_FAST_ENCODINGS = frozenset(
+    {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"}
+)
 
 _XML_DECLARATION = re.compile(
     rb"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(?:\"1\.[0-9]+\"|'1\.[0-9]+')"

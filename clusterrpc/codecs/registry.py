@@ -79,11 +79,10 @@ class CodecRegistry:
                 getattr(cls, "name", ""), f"{cls.__module__}:{cls.__qualname__}"
             )
             _check_codec_class(cls, origin)
-            for key, table, what in (
-                (cls.name, self._by_name, "name"),
-                (cls.codec_id, self._by_id, "wire id"),
+            for what, key, other in (
+                ("name", cls.name, self._by_name.get(cls.name)),
+                ("wire id", cls.codec_id, self._by_id.get(cls.codec_id)),
             ):
-                other = table.get(key)  # type: ignore[call-overload]
                 if other is not None and other is not cls:
                     raise ConfigurationError(
                         f"codec {what} {key!r} is claimed twice: by "
@@ -104,7 +103,7 @@ class CodecRegistry:
         """
         # Imported here, not at module level: importlib.metadata pulls in email and socket, and
         # the codec layer must stay importable without any I/O module (sans-I/O rule).
-        from importlib import metadata
+        from importlib import metadata  # noqa: PLC0415
 
         classes: list[type[Codec]] = []
         origins: dict[str, str] = {}

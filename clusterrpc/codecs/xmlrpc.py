@@ -382,7 +382,7 @@ class _Walker:
                 if len(text) > max_string or len(typed):
                     raise _too_long(limits) if len(text) > max_string else _nested(typed)
                 return text
-            if tag == "int" or tag == "i4":
+            if tag in ("int", "i4"):
                 if len(typed):
                     raise _nested(typed)
                 return _int(typed)
@@ -466,9 +466,8 @@ def _int(element: Element) -> int:
         number = int(text)
     except ValueError:
         raise _invalid(f"invalid integer {text[:40]!r}") from None
-    if "_" in text or not text.isascii():
-        if not _INTEGER.match(text):
-            raise _invalid(f"invalid integer {text[:40]!r}")
+    if ("_" in text or not text.isascii()) and not _INTEGER.match(text):
+        raise _invalid(f"invalid integer {text[:40]!r}")
     if not INT64_MIN <= number <= INT64_MAX:
         raise _invalid(f"integer {text.strip()[:40]} does not fit in 64 bits")
     return number
@@ -521,7 +520,6 @@ def _datetime(element: Element) -> _dt.datetime:
 def _nil(element: Element) -> None:
     if element.text and not element.text.isspace():
         raise _invalid("<nil/> must be empty")
-    return None
 
 
 _SCALARS: dict[str, Callable[[Element], Value]] = {
