@@ -236,7 +236,7 @@ def as_base_type(value: object) -> object | None:
         return float.__float__(value)
     if isinstance(value, str):
         return str.__str__(value)
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, _dt.datetime):
         return _dt.datetime(
@@ -318,7 +318,9 @@ def parse_datetime(text: str) -> _dt.datetime:
             digits = zone[1:].replace(":", "")
             seconds = int(digits[0:2]) * 3600 + int(digits[2:4] or 0) * 60 + int(digits[4:6] or 0)
             if seconds >= 86400:
-                raise DecodeError(f"invalid UTC offset in {text[:40]!r}")
+                raise DecodeError(
+                    f"invalid UTC offset in {text[:40]!r}", fault_code=FaultCode.INVALID_REQUEST
+                )
             delta = _dt.timedelta(seconds=-seconds if zone[0] == "-" else seconds)
             tzinfo = _dt.UTC if not seconds else _dt.timezone(delta)
     try:

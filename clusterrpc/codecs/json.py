@@ -44,6 +44,7 @@ from clusterrpc.values import (
     INVALID_XML_CHAR,
     Limits,
     Value,
+    as_base_type,
     check_value,
     format_datetime,
     parse_datetime,
@@ -89,11 +90,11 @@ def _make_converter(limits: Limits) -> _Convert:
     b2a_base64 = binascii.b2a_base64
 
     def text(value: str) -> str:
-        if len(value) > max_string:
-            raise _Unusual
         # isprintable() is a cheap first test; the exact XML 1.0 test runs only when it fails
         # (tabs, newlines, non-BMP characters and the truly invalid ones).
-        if not value.isprintable() and invalid_char(value) is not None:
+        if len(value) > max_string or (
+            not value.isprintable() and invalid_char(value) is not None
+        ):
             raise _Unusual
         return value
 
@@ -105,6 +106,8 @@ def _make_converter(limits: Limits) -> _Convert:
     def convert(value: Any, depth: int, items: list[int]) -> Any:
         kind = type(value)
         if kind is str:
+            if len(value) <= max_string and value.isprintable():  # text(), inlined: most strings
+                return value
             return text(value)
         if kind is int:
             if not INT64_MIN <= value <= INT64_MAX:
@@ -118,7 +121,9 @@ def _make_converter(limits: Limits) -> _Convert:
             for key, element in value.items():
                 if type(key) is not str:
                     raise _Unusual
-                struct[text(key)] = convert(element, depth + 1, items)
+                if len(key) > max_string or not key.isprintable():
+                    text(key)
+                struct[key] = convert(element, depth + 1, items)
             if len(struct) == 1 and next(iter(struct)).startswith("$"):
                 return {STRUCT_TAG: struct}
             return struct
@@ -146,35 +151,12 @@ def _make_converter(limits: Limits) -> _Convert:
             if offset is not None and offset % _SECOND:
                 raise _Unusual
             return {DATETIME_TAG: format_datetime(value)}
-        return convert(_base_value(value), depth, items)
+        base = as_base_type(value)
+        if base is None:
+            raise _Unusual
+        return convert(base, depth, items)
 
     return convert
-
-
-def _base_value(value: object) -> object:
-    """Subclasses of the model's types travel as their base type (IntEnum as int, …).
-
-    The base type's own conversion is called, not the constructor, so that the *data* travels:
-    ``str(member)`` of a ``class Color(str, Enum)`` member is ``"Color.RED"``, not its value.
-    """
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):  # bool cannot be subclassed, so this is never a bool
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    if isinstance(value, bytes | bytearray):
-        return memoryview(value).tobytes()
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, _dt.datetime):
-        return _dt.datetime(
-            value.year, value.month, value.day, value.hour, value.minute,
-            value.second, value.microsecond, value.tzinfo, fold=value.fold,
-        )
-    raise _Unusual
 
 
 # -- decoding helpers: JSON parsing ----------------------------------------------------------
@@ -201,8 +183,8 @@ def _refuse_constant(name: str) -> NoReturn:
     raise DecodeError(f"{name} is not a JSON value")
 
 
-# Python's json.loads shares one decoder between threads too: its scanner keeps no state from
-# one document to the next (only a key memo, cleared after every document).
+# Shared by every codec and thread, as json.loads shares its default decoder: the C scanner keeps
+# nothing between documents but a cache for interning member names, which it clears after each.
 _DECODER = _json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_refuse_constant)
 
 
@@ -286,7 +268,9 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
         spend(budget, len(node))
         result: dict[str, Value] = {}
         for key, item in node.items():
-            result[text(key)] = walk(item, depth + 1, budget)
+            if len(key) > max_string or not key.isprintable():  # the common case inlined
+                text(key)
+            result[key] = walk(item, depth + 1, budget)
         return result
 
     def tagged(tag: str, inner: Any, depth: int, budget: list[int]) -> Value:
@@ -313,6 +297,8 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
     def walk(node: Any, depth: int, budget: list[int]) -> Value:
         kind = type(node)
         if kind is str:
+            if len(node) <= max_string and node.isprintable():  # the common case inlined
+                return node  # type: ignore[no-any-return]
             return text(node)
         if kind is int:
             if not INT64_MIN <= node <= INT64_MAX:
@@ -370,8 +356,10 @@ class JsonCodec(Codec):
         convert = self._convert
         try:
             converted = [convert(value, 0, items) for value in values]
-        except (_Unusual, RecursionError):
+        except _Unusual:
             self._explain(values, root)
+        except RecursionError:  # only when max_depth is near the interpreter's limit
+            raise EncodeError("value nested too deeply to encode") from None
         if items[0] > self.limits.max_items:
             self._explain(values, root)
         return converted
