@@ -14,12 +14,26 @@ distinctions that callers act on:
     ClusterRPCError
     ├── Fault                      the remote method answered with a fault (code, message)
     ├── ConfigurationError         bad keyword configuration or plugin set-up   (ValueError)
-    │   └── UnknownCodecError      no codec with that name or wire id          (LookupError)
+    │   ├── UnknownCodecError      no codec with that name or wire id          (LookupError)
+    │   ├── UnknownSchemeError     no authentication scheme with that name/id  (LookupError)
+    │   └── KeyringError           a keyring file is missing, malformed or too open
     ├── EncodeError                a local value cannot be put on the wire      (ValueError)
-    └── DecodeError                incoming bytes are malformed or unsafe       (ValueError)
-        └── LimitExceededError     incoming bytes exceed a configured limit
+    ├── DecodeError                incoming bytes are malformed or unsafe       (ValueError)
+    │   └── LimitExceededError     incoming bytes exceed a configured limit
+    └── AuthenticationError        an incoming packet was refused: never act on it
+        ├── PacketError            truncated, oversized or malformed packet or frame
+        ├── WrongClusterError      the packet names another cluster
+        ├── UnknownKeyError        no key with that id and scheme in the keyring
+        ├── UnknownSenderError     no trusted public key for the sender (ed25519)
+        ├── InsecurePacketError    an unauthenticated packet where none is allowed
+        ├── BadAuthenticatorError  the MAC, signature or ciphertext does not verify
+        ├── ReplayError            a sequence number already seen (a replay)
+        │   └── TooOldError        a sequence number behind the replay window
+        └── StaleEpochError        an old epoch, or a new epoch with a stale timestamp
 
-Later layers (packets, transports) add their branches to this tree, and this drawing with them.
+Every ``AuthenticationError`` subclass names, in ``counter``, the counter that the packet layer
+increments when it refuses a packet that way (``clusterrpc.envelope.PacketCounters``).
+Later layers (transports) add their branches to this tree, and this drawing with them.
 
 Fault codes follow the XML-RPC fault-interoperability specification; see :class:`FaultCode`
 and ``spec/codecs.md``.
@@ -30,14 +44,26 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AuthenticationError",
+    "BadAuthenticatorError",
     "ClusterRPCError",
     "ConfigurationError",
     "DecodeError",
     "EncodeError",
     "Fault",
     "FaultCode",
+    "InsecurePacketError",
+    "KeyringError",
     "LimitExceededError",
+    "PacketError",
+    "ReplayError",
+    "StaleEpochError",
+    "TooOldError",
     "UnknownCodecError",
+    "UnknownKeyError",
+    "UnknownSchemeError",
+    "UnknownSenderError",
+    "WrongClusterError",
 ]
 
 
@@ -151,3 +177,81 @@ class DecodeError(ClusterRPCError, ValueError):
 
 class LimitExceededError(DecodeError):
     """Incoming bytes exceed a configured limit (size, depth, item count, string length)."""
+
+
+class UnknownSchemeError(ConfigurationError, LookupError):
+    """No authentication scheme is registered under the requested name or wire id."""
+
+
+class KeyringError(ConfigurationError):
+    """A keyring file is missing, malformed, or readable by group or others while it holds
+    secrets (as ssh refuses such private keys). The message says how to fix it; it never
+    contains key material."""
+
+
+class AuthenticationError(ClusterRPCError):
+    """An incoming packet was refused by the packet layer.
+
+    The caller must drop the packet and must not act on any part of it (not even reply to it:
+    the sender is unknown). ``counter`` names the refusal counter this error increments.
+    """
+
+    counter: str = "refused"
+
+
+class PacketError(AuthenticationError):
+    """The packet or frame is truncated, oversized, or its header is malformed."""
+
+    counter = "refused_malformed"
+
+
+class WrongClusterError(AuthenticationError):
+    """The packet belongs to another cluster (its header names another cluster)."""
+
+    counter = "refused_wrong_cluster"
+
+
+class UnknownKeyError(AuthenticationError):
+    """The keyring has no key with the packet's key id for the packet's scheme (for example a
+    key that was removed after a rotation)."""
+
+    counter = "refused_unknown_key"
+
+
+class UnknownSenderError(AuthenticationError):
+    """No public key is trusted for the node the packet claims to come from (ed25519)."""
+
+    counter = "refused_unknown_sender"
+
+
+class InsecurePacketError(AuthenticationError):
+    """The packet uses the ``none`` scheme, and this endpoint does not allow it."""
+
+    counter = "refused_insecure"
+
+
+class BadAuthenticatorError(AuthenticationError):
+    """The MAC or signature does not match, or the ciphertext does not decrypt: the packet was
+    forged or damaged."""
+
+    counter = "refused_bad_authenticator"
+
+
+class ReplayError(AuthenticationError):
+    """The packet's sequence number was already accepted from this sender and epoch."""
+
+    counter = "refused_replay"
+
+
+class TooOldError(ReplayError):
+    """The packet's sequence number is behind the replay window: it can no longer be told
+    apart from a replay, so it is refused."""
+
+    counter = "refused_too_old"
+
+
+class StaleEpochError(AuthenticationError):
+    """The packet comes from an epoch older than the newest seen from its sender, or from a
+    never-seen epoch with a timestamp outside the freshness window."""
+
+    counter = "refused_stale_epoch"

@@ -74,7 +74,7 @@ def test_invalid_codec_classes_are_refused(attrs: dict[str, object], message: st
 
 
 def test_non_codec_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="not a clusterrpc Codec"):
+    with pytest.raises(ConfigurationError, match="is not a clusterrpc.codecs.base.Codec subclass"):
         CodecRegistry([int])  # type: ignore[list-item]
 
 
