@@ -55,6 +55,8 @@ class AuthScheme(abc.ABC):
         bytes of authenticator after the body (0 only for ``none``);
     ``encrypts``
         whether the body travels encrypted;
+    ``authenticates``
+        ``False`` only for ``none``: such packets are refused unless explicitly allowed;
     ``public_key``
         ``True`` if receivers verify with a per-node public key (``ed25519``); ``False`` if the
         same secret signs and verifies (a shared key);
@@ -69,6 +71,7 @@ class AuthScheme(abc.ABC):
     trailer_size: ClassVar[int]
     encrypts: ClassVar[bool] = False
     public_key: ClassVar[bool] = False
+    authenticates: ClassVar[bool] = True
     secret_size: ClassVar[int] = 32
 
     def __repr__(self) -> str:
