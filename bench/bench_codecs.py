@@ -17,13 +17,13 @@ a burst of outside load hits all of them. The ratio is stdlib time / our time: a
 from __future__ import annotations
 
 import argparse
-import gc
 import platform
 import sys
-import time
 import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
+
+from _timing import measure
 
 from clusterrpc.codecs import default_registry
 
@@ -60,33 +60,6 @@ def _ours(codec_name: str, method: str, params: list[Any]) -> Callable[[], objec
         return decode(encode(method, params))
 
     return run
-
-
-def _calibrate(run: Callable[[], object], target: float) -> int:
-    loops = 1
-    while True:
-        started = time.perf_counter()
-        for _ in range(loops):
-            run()
-        if time.perf_counter() - started >= target:
-            return loops
-        loops *= 2
-
-
-def measure(contenders: dict[str, Callable[[], object]], repeats: int, target: float
-            ) -> dict[str, float]:
-    """Best seconds per operation for each contender, interleaving the repeats."""
-    loops = {name: _calibrate(run, target) for name, run in contenders.items()}
-    best = dict.fromkeys(contenders, float("inf"))
-    gc.collect()
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            count = loops[name]
-            started = time.perf_counter()
-            for _ in range(count):
-                run()
-            best[name] = min(best[name], (time.perf_counter() - started) / count)
-    return best
 
 
 def main() -> int:
