@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from clusterrpc.auth import AuthScheme, Opener, Sealer, SchemeRegistry, default_schemes
+from clusterrpc.auth import AuthScheme, Opener, SchemeRegistry, default_schemes
 from clusterrpc.codecs import CallMessage, Codec, FaultMessage, ReplyMessage, default_registry
 from clusterrpc.errors import (
     AuthenticationError,
@@ -173,6 +173,13 @@ class PacketSealer:
         else:
             key = keyring.signing_key()
             scheme = self.schemes.get(key.scheme)
+            if scheme.public_key and keyring.node != self.node:
+                # Receivers verify with the key they trust for the sender name: signing as
+                # another name is refused there; refuse the misconfiguration here instead.
+                raise ConfigurationError(
+                    f"the keyring's {scheme.name} key belongs to node {keyring.node!r}, "
+                    f"not to this node {self.node!r}"
+                )
             key_id, sealer = key.key_id, scheme.sealer(key.secret)
         try:
             template = HeaderTemplate(
@@ -187,14 +194,14 @@ class PacketSealer:
         """The sequence number of the last packet sealed (0 before the first)."""
         return self._sequence
 
-    def seal(self, *, flags: Flags, codec_id: int, call_id: int, body: bytes, now: float
+    def seal(self, *, flags: int, codec_id: int, call_id: int, body: bytes, now: float
              ) -> bytes:
         """Seal ``body`` (already encoded by codec ``codec_id``) into a packet.
 
         ``now`` is the sender's clock in seconds since the Unix epoch; it becomes the header
         timestamp. Each call takes the next sequence number.
         """
-        flags = int(flags)
+        flags = int(flags)  # plain int arithmetic: IntFlag operations are slow
         if self._scheme.encrypts:
             flags |= ENCRYPTED
         sequence = self._sequence + 1

@@ -228,8 +228,9 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     """
     if len(data) < FIXED_HEADER.size:
         raise PacketError(f"truncated packet: {len(data)} bytes, a header needs at least 46")
+    fields = FIXED_HEADER.unpack_from(data)
     (magic, version, flags, codec_id, scheme_id, key_length, cluster_length, sender_length,
-     reserved, epoch, timestamp, sequence, call_id, body_length) = FIXED_HEADER.unpack_from(data)  # fmt: skip
+     reserved, epoch, timestamp, sequence, call_id, body_length) = fields  # fmt: skip
     if magic != MAGIC:
         raise PacketError("not a clusterrpc packet (bad magic)")
     if version != VERSION:

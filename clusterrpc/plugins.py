@@ -97,8 +97,8 @@ class PluginRegistry(Generic[P]):
             )
 
     @staticmethod
-    def name_of(cls: type[P]) -> str:
-        name: str = cls.name  # type: ignore[attr-defined]
+    def name_of(plugin: type[P]) -> str:
+        name: str = plugin.name  # type: ignore[attr-defined]
         return name
 
     def wire_id(self, cls: type[P]) -> int:

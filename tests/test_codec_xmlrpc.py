@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterrpc.codecs import CallMessage, FaultMessage, ReplyMessage
+from clusterrpc.codecs import CallMessage, FaultMessage, ReplyMessage, get_codec
 from clusterrpc.codecs.xmlrpc import XmlRpcCodec
 from clusterrpc.errors import DecodeError, EncodeError, FaultCode, LimitExceededError
 from clusterrpc.values import Limits
@@ -105,10 +105,11 @@ def test_subclasses_travel_as_base_types() -> None:
     class Moment(dt.datetime):
         pass
 
-    decoded = CODEC.decode_call(
-        CODEC.encode_call("t.x", [Color.RED, Name.N1, Moment(2024, 1, 2), (1, 2), bytearray(b"a")])
-    )
-    assert same(list(decoded.params), [1, "n1", dt.datetime(2024, 1, 2), [1, 2], b"a"])
+    params = [Color.RED, Name.N1, Moment(2024, 1, 2), (1, 2), bytearray(b"a"), {Name.N1: 1}]
+    expected = [1, "n1", dt.datetime(2024, 1, 2), [1, 2], b"a", {"n1": 1}]
+    for name in ("xmlrpc", "compact", "json"):  # every built-in codec, not only this one
+        codec = get_codec(name)
+        assert same(list(codec.decode_call(codec.encode_call("t.x", params)).params), expected)
 
 
 # -- interop with the standard library ---------------------------------------------------------

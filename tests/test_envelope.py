@@ -235,7 +235,7 @@ def test_rotation_under_a_steady_stream_loses_nothing(scheme: str) -> None:
         openers[receiver].open(packet, now=NOW)
     accepted = sum(opener.counters["accepted"] for opener in openers.values())
     assert accepted == sent
-    assert all(sum(o.values()) == o["accepted"] for o in openers.values())
+    assert all(sum(o.counters.values()) == o.counters["accepted"] for o in openers.values())
 
 
 def test_other_cluster_is_refused(cluster: Cluster) -> None:
@@ -258,12 +258,18 @@ def test_ed25519_node_cannot_speak_as_another() -> None:
     receiver = PacketOpener(cluster=CLUSTER, keyring=Keyring(
         node="observer", trusted=list(both.trusted.values())
     ))
-    impostor = PacketSealer(cluster=CLUSTER, node="n1", epoch=EPOCH, keyring=cluster.rings["n2"])
+    with pytest.raises(ConfigurationError, match="belongs to node 'n2'"):
+        PacketSealer(cluster=CLUSTER, node="n1", epoch=EPOCH, keyring=cluster.rings["n2"])
+    # A node that bypasses that check (a hostile node's own code) is still refused by receivers.
+    n2_key = cluster.rings["n2"].keys["n2-ed"]
+    hostile = Keyring(node="n1", keys=[n2_key], signing_key_id="n2-ed")
+    impostor = PacketSealer(cluster=CLUSTER, node="n1", epoch=EPOCH, keyring=hostile)
     with pytest.raises((UnknownKeyError, BadAuthenticatorError)):
         receiver.open(seal(impostor), now=NOW)
     honest = PacketSealer(cluster=CLUSTER, node="n2", epoch=EPOCH, keyring=cluster.rings["n2"])
     receiver.open(seal(honest), now=NOW)
-    stranger = PacketSealer(cluster=CLUSTER, node="n3", epoch=EPOCH, keyring=cluster.rings["n2"])
+    stranger = PacketSealer(cluster=CLUSTER, node="n3", epoch=EPOCH,
+                            keyring=Keyring(node="n3", keys=[n2_key], signing_key_id="n2-ed"))
     with pytest.raises(UnknownSenderError):
         receiver.open(seal(stranger), now=NOW)
 

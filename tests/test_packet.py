@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import pytest
@@ -125,10 +126,8 @@ def test_parse_refuses_malformed_headers(data: bytes, message: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(data=st.binary(max_size=120))
 def test_parse_raises_only_packet_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(PacketError):
         parse_header(data)
-    except PacketError:
-        pass
 
 
 # -- framing -----------------------------------------------------------------------------------
@@ -154,7 +153,7 @@ def test_frames_in_one_chunk() -> None:
 @pytest.mark.parametrize("length", [0, 11, 2**32 - 1])
 def test_bad_frame_length_breaks_the_stream(length: int) -> None:
     decoder = FrameDecoder(max_frame=10)
-    with pytest.raises(PacketError, match="outside 1..max_frame=10"):
+    with pytest.raises(PacketError, match=r"outside 1\.\.max_frame=10"):
         decoder.feed(struct.pack(">I", length))
     with pytest.raises(PacketError, match="close the connection"):
         decoder.feed(frame(b"ok"))

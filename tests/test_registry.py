@@ -74,7 +74,8 @@ def test_invalid_codec_classes_are_refused(attrs: dict[str, object], message: st
 
 
 def test_non_codec_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="is not a clusterrpc.codecs.base.Codec subclass"):
+    expected = r"is not a clusterrpc\.codecs\.base\.Codec subclass"
+    with pytest.raises(ConfigurationError, match=expected):
         CodecRegistry([int])  # type: ignore[list-item]
 
 

@@ -71,7 +71,8 @@ def test_sub_second_utc_offsets_are_refused() -> None:
 def test_public_names() -> None:
     assert set(clusterrpc.__all__) >= {
         "ClusterRPCError", "ConfigurationError", "DecodeError", "EncodeError", "Fault",
-        "FaultCode", "LimitExceededError", "Limits", "UnknownCodecError", "Value",
+        "FaultCode", "LimitExceededError", "Limits", "UnknownCodecError", "Value", "Keyring",
+        "AuthenticationError", "PacketError",
     }
     for name in clusterrpc.__all__:
         assert hasattr(clusterrpc, name), name
@@ -88,7 +89,8 @@ def test_core_does_no_io() -> None:
     """Importing the sans-I/O layers must not pull in sockets, threads or the event loop."""
     code = (
         "import sys, clusterrpc, clusterrpc.codecs, clusterrpc.codecs.xmlrpc, "
-        "clusterrpc.codecs.compact, clusterrpc.codecs.json\n"
+        "clusterrpc.codecs.compact, clusterrpc.codecs.json, clusterrpc.packet, "
+        "clusterrpc.replay, clusterrpc.envelope, clusterrpc.auth.builtin\n"
         "bad = {'socket', 'asyncio', 'threading', 'selectors'} & set(sys.modules)\n"
         "print(sorted(bad))"
     )

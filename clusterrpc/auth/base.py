@@ -61,7 +61,9 @@ class AuthScheme(abc.ABC):
         ``True`` if receivers verify with a per-node public key (``ed25519``); ``False`` if the
         same secret signs and verifies (a shared key);
     ``secret_size``
-        length of the secret a keyring holds for this scheme (for ``ed25519``, the seed).
+        length of the secret a keyring holds for this scheme (for ``ed25519``, the seed);
+    ``public_size``
+        length of a public key (public-key schemes).
 
     Schemes are stateless; create sealers and openers from them.
     """
@@ -82,6 +84,18 @@ class AuthScheme(abc.ABC):
         if len(secret) != self.secret_size:
             raise KeyringError(
                 f"a {self.name} secret must be {self.secret_size} bytes, not {len(secret)}"
+            )
+
+    public_size: ClassVar[int] = 32
+
+    def check_public(self, public: bytes) -> None:
+        """Raise :class:`~clusterrpc.errors.KeyringError` unless ``public`` is a public key of
+        this scheme (public-key schemes only; others have no public keys)."""
+        if not self.public_key:
+            raise KeyringError(f"{self.name} uses a shared key; it has no public keys")
+        if len(public) != self.public_size:
+            raise KeyringError(
+                f"a public key of {self.name} must be {self.public_size} bytes, not {len(public)}"
             )
 
     def generate_secret(self) -> bytes:

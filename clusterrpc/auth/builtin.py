@@ -33,7 +33,7 @@ import nacl.exceptions
 import nacl.signing
 
 from clusterrpc.auth.base import AuthScheme, Opener, Sealer
-from clusterrpc.errors import BadAuthenticatorError, KeyringError
+from clusterrpc.errors import BadAuthenticatorError
 
 __all__ = ["Blake2bScheme", "Ed25519Scheme", "HmacSha256Scheme", "NoneScheme", "SecretboxScheme"]
 
@@ -44,7 +44,9 @@ class _Mac:
 
     __slots__ = ("_keyed",)
 
-    def __init__(self, keyed: hmac.HMAC | hashlib._Hash) -> None:
+    _keyed: hmac.HMAC | hashlib.blake2b
+
+    def __init__(self, keyed: hmac.HMAC | hashlib.blake2b) -> None:
         self._keyed = keyed
 
     def _tag(self, header: bytes, body: bytes) -> bytes:
@@ -155,11 +157,6 @@ class Ed25519Scheme(AuthScheme):
     def public_from_secret(self, secret: bytes) -> bytes | None:
         self.check_secret(secret)
         return bytes(nacl.signing.SigningKey(secret).verify_key)
-
-    def check_public(self, public: bytes) -> None:
-        """Raise :class:`KeyringError` unless ``public`` is a 32-byte public key."""
-        if len(public) != 32:
-            raise KeyringError(f"an ed25519 public key must be 32 bytes, not {len(public)}")
 
     def sealer(self, secret: bytes) -> Sealer:
         self.check_secret(secret)

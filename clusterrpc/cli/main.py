@@ -1,6 +1,6 @@
 """``clusterrpc``: the admin command.
 
-Subcommands so far (later layers add ``call``, ``methods``, ``serve``, ``keys`` …):
+Subcommands so far (later layers add ``call``, ``methods``, ``serve`` …):
 
 ``clusterrpc roundtrip [--codec NAME …] [--show]``
     encode a sample election-vote call, reply and fault with every installed codec (or the named
@@ -11,7 +11,9 @@ Subcommands so far (later layers add ``call``, ``methods``, ``serve``, ``keys`` 
     write an encoded body to standard output; arguments and values are JSON in the notation of
     ``spec/vectors/README.md`` (``{"$bytes": "..."}``, ``{"$datetime": "..."}``);
 ``clusterrpc decode [--codec NAME] call|response [FILE]``
-    read a body (from FILE or standard input) and print it as JSON in the same notation.
+    read a body (from FILE or standard input) and print it as JSON in the same notation;
+``clusterrpc keys new|add|import|use|remove|untrust|list|export-public …``
+    manage keyring files (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``).
 
 Exit status: 0 on success, 1 when a round trip is not exact or a body cannot be decoded, 2 for
 usage errors (bad arguments, unknown codec, a value that cannot be encoded).
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from clusterrpc import __version__
+from clusterrpc.cli import keys
 from clusterrpc.cli.notation import from_notation, to_notation
 from clusterrpc.codecs import (
     CallMessage,
@@ -213,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("kind", choices=["call", "response"])
     decode.add_argument("file", nargs="?", help="file to read (default: standard input)")
     decode.set_defaults(handler=_cmd_decode)
+
+    keys.register(commands)
     return parser
 
 

@@ -150,7 +150,10 @@ def _parse_hardened(data: bytes) -> Element:
         raise DecodeError(f"forbidden XML construct: {error}") from None
     except ParseError as error:
         raise DecodeError(f"not well-formed XML: {error}") from None
-    except (LookupError, UnicodeError) as error:  # an unknown or undecodable encoding
+    except (LookupError, ValueError) as error:
+        # An unknown or undecodable encoding; expat also refuses multi-byte encodings it cannot
+        # map (shift_jis, utf-7 …) with a plain ValueError. (DefusedXmlException, a ValueError
+        # too, is handled above.)
         raise DecodeError(
             f"unsupported XML encoding: {error}", fault_code=FaultCode.UNSUPPORTED_ENCODING
         ) from None

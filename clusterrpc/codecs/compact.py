@@ -48,6 +48,7 @@ from clusterrpc.values import (
     INVALID_XML_CHAR,
     Limits,
     Value,
+    as_base_type,
     check_value,
     format_datetime,
     parse_datetime,
@@ -56,7 +57,7 @@ from clusterrpc.values import (
 __all__ = ["CompactCodec"]
 
 # Canonical decimal integers only: no sign but '-', no leading zeros, no "-0", ASCII digits.
-_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_INTEGER = re.compile(r"(?:0|-?[1-9][0-9]*)\Z")
 # Longest canonical 64-bit integer ("-9223372036854775808"); longer text is out of range.
 _INTEGER_MAX_LEN = 20
 # Floats: any decimal a shortest-round-trip printer of any language may produce. Not canonical on
@@ -207,35 +208,15 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
                 raise _Unusual
             append(f'{head} t="d">{format_datetime(value)}</LI>')  # type: ignore[arg-type]
             return 1
-        return encode(_base_value(value), append, depth, head)
+        base = as_base_type(value)  # IntEnum as int, OrderedDict as dict, …
+        if base is None:
+            raise _Unusual
+        return encode(base, append, depth, head)
 
     return encode
 
 
 _SECOND = _dt.timedelta(seconds=1)
-
-
-def _base_value(value: object) -> object:
-    """Subclasses of the model's types travel as their base type (IntEnum as int, …).
-
-    The base types' own methods read the underlying data: ``str()`` of a ``(str, Enum)`` member
-    is ``"Color.RED"``, not its value.
-    """
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    for base in (bytes, bytearray, dict, list, tuple):
-        if isinstance(value, base):
-            return base(value)  # type: ignore[arg-type]
-    if isinstance(value, _dt.datetime):
-        return _dt.datetime(
-            value.year, value.month, value.day, value.hour, value.minute,
-            value.second, value.microsecond, value.tzinfo, fold=value.fold,
-        )
-    raise _Unusual
 
 
 class CompactCodec(Codec):
@@ -340,7 +321,15 @@ class CompactCodec(Codec):
 
     def _document(self, data: bytes) -> Element:
         self.check_size(data)
-        return parse_document(bytes(data), self.limits)
+        data = bytes(data)
+        # Every value is one <LI> element and its tag must appear literally (with no DTD there
+        # are no entities to hide it in), so this C-speed count refuses over-long messages
+        # before any parsing. It may over-count only "<LI" inside comments or CDATA sections.
+        if data.count(b"<LI") > self.limits.max_items:
+            raise LimitExceededError(
+                f"more than max_items={self.limits.max_items} values in one message"
+            )
+        return parse_document(data, self.limits)
 
     def decode_call(self, data: bytes) -> CallMessage:
         """Decode a ``<CALL>``.
@@ -474,14 +463,17 @@ class _Walker:
             if len(item) != 1 or not _is_layout(item.text) or not _is_layout(item[0].tail):
                 raise _invalid("an untyped <LI> holds text, or exactly one <L> or <AL>")
             container = item[0]
+            tag = container.tag
+            if tag not in ("L", "AL"):
+                raise _invalid(f"unexpected <{_tag(container)}> in an <LI>")
             if container.attrib:
-                raise _invalid(f"<{_tag(container)}> takes no attributes")
+                raise _invalid(f"<{tag}> takes no attributes")
             if not _is_layout(container.text):
-                raise _invalid(f"<{_tag(container)}> holds only <LI> elements")
-            if container.tag == "L":
-                if depth >= max_depth:
-                    raise _too_deep(limits)
-                spend(budget, len(container))
+                raise _invalid(f"<{tag}> holds only <LI> elements")
+            if depth >= max_depth:
+                raise _too_deep(limits)
+            spend(budget, len(container))
+            if tag == "L":
                 array: list[Value] = []
                 for element in container:
                     check_item(element)
@@ -489,23 +481,18 @@ class _Walker:
                         raise _invalid("items of an <L> take no key attribute")
                     array.append(value(element, depth + 1, budget))
                 return array
-            if container.tag == "AL":
-                if depth >= max_depth:
-                    raise _too_deep(limits)
-                spend(budget, len(container))
-                struct: dict[str, Value] = {}
-                for element in container:
-                    check_item(element)
-                    key = element.get("key")
-                    if key is None:
-                        raise _invalid('every item of an <AL> needs a key="…" attribute')
-                    if len(key) > max_string:
-                        raise _too_long(limits)
-                    if key in struct:
-                        raise _invalid(f"duplicate key {key[:40]!r} in an <AL>")
-                    struct[key] = value(element, depth + 1, budget)
-                return struct
-            raise _invalid(f"unexpected <{_tag(container)}> in an <LI>")
+            struct: dict[str, Value] = {}
+            for element in container:
+                check_item(element)
+                key = element.get("key")
+                if key is None:
+                    raise _invalid('every item of an <AL> needs a key="…" attribute')
+                if len(key) > max_string:
+                    raise _too_long(limits)
+                if key in struct:
+                    raise _invalid(f"duplicate key {key[:40]!r} in an <AL>")
+                struct[key] = value(element, depth + 1, budget)
+            return struct
 
         def check_item(element: Element) -> None:
             """Refuse anything but an ``<LI>`` with attributes from {t, key}, and text beside it."""

@@ -118,9 +118,12 @@ def _make_converter(limits: Limits) -> _Convert:
                 raise _Unusual
             items[0] += len(value)
             struct = {}
-            for key, element in value.items():
+            for raw_key, element in value.items():
+                key = raw_key
                 if type(key) is not str:
-                    raise _Unusual
+                    if not isinstance(key, str):
+                        raise _Unusual
+                    key = str.__str__(key)  # a str subclass (StrEnum …) travels as its value
                 if len(key) > max_string or not key.isprintable():
                     text(key)
                 struct[key] = convert(element, depth + 1, items)

@@ -119,9 +119,12 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
                 raise _Unusual
             count = 1
             append("<value><struct>")
-            for key, element in value.items():  # type: ignore[attr-defined]
+            for raw_key, element in value.items():  # type: ignore[attr-defined]
+                key = raw_key
                 if type(key) is not str:
-                    raise _Unusual
+                    if not isinstance(key, str):
+                        raise _Unusual
+                    key = str.__str__(key)  # a str subclass (StrEnum …) travels as its value
                 append(f"<member><name>{text(key)}</name>")
                 count += encode(element, append, depth + 1)
                 append("</member>")
