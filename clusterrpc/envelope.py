@@ -81,8 +81,11 @@ class PacketCounters(Mapping[str, int]):
 
     __slots__ = ("_counts",)
 
-    def __init__(self) -> None:
-        self._counts = dict.fromkeys(COUNTER_NAMES, 0)
+    def __init__(self, counts: dict[str, int] | None = None) -> None:
+        # The opener shares `counts` and bumps it directly on its hot path.
+        self._counts = counts if counts is not None else {}
+        for name in COUNTER_NAMES:
+            self._counts.setdefault(name, 0)
 
     def increment(self, name: str) -> None:
         self._counts[name] = self._counts.get(name, 0) + 1
@@ -99,6 +102,9 @@ class PacketCounters(Mapping[str, int]):
     def __repr__(self) -> str:
         busy = {name: count for name, count in self._counts.items() if count}
         return f"PacketCounters({busy})"
+
+
+_new_tuple = tuple.__new__  # NamedTuple.__new__ is a Python function: one frame per packet
 
 
 class ReceivedPacket(NamedTuple):
@@ -201,20 +207,15 @@ class PacketSealer:
         ``now`` is the sender's clock in seconds since the Unix epoch; it becomes the header
         timestamp. Each call takes the next sequence number.
         """
-        flags = int(flags)  # plain int arithmetic: IntFlag operations are slow
-        if self._scheme.encrypts:
+        scheme = self._scheme
+        if scheme.encrypts:
             flags |= ENCRYPTED
         sequence = self._sequence + 1
         header = self._template.pack(
-            flags=flags,
-            codec_id=codec_id,
-            epoch=self.epoch,
-            timestamp=int(now * 1000),
-            sequence=sequence,
-            call_id=call_id,
-            body_length=len(body),
-        )
-        size = len(header) + len(body) + self._scheme.trailer_size
+            int(flags),  # plain ints: IntFlag arithmetic costs microseconds
+            codec_id, self.epoch, int(now * 1000), sequence, call_id, len(body),
+        )  # fmt: skip
+        size = len(header) + len(body) + scheme.trailer_size
         if size > self.max_packet:
             raise EncodeError(f"packet of {size} bytes exceeds max_packet={self.max_packet}")
         wire_body, trailer = self._sealer.seal(header, body)
@@ -255,8 +256,8 @@ class PacketOpener:
     Not thread-safe.
     """
 
-    __slots__ = ("_codecs", "_keyring", "_openers", "_replay", "allow_insecure", "cluster",
-                 "counters", "max_packet", "schemes")  # fmt: skip
+    __slots__ = ("_codecs", "_counts", "_keyring", "_openers", "_replay", "allow_insecure",
+                 "cluster", "counters", "max_packet", "schemes")  # fmt: skip
 
     _MAX_CACHED_OPENERS = 1024
 
@@ -286,7 +287,8 @@ class PacketOpener:
         )
         self._keyring = keyring
         self._openers: dict[tuple[int, str, str], tuple[AuthScheme, Opener]] = {}
-        self.counters = PacketCounters()
+        self._counts: dict[str, int] = {}
+        self.counters = PacketCounters(self._counts)
 
     def use_keyring(self, keyring: Keyring | None) -> None:
         """Verify with ``keyring`` from now on (after keys were added or removed)."""
@@ -300,6 +302,8 @@ class PacketOpener:
         :class:`~clusterrpc.errors.AuthenticationError` subclasses; the caller must then drop the
         packet without acting on it or answering it.
         """
+        if type(data) is not bytes:
+            data = bytes(data)
         try:
             if len(data) > self.max_packet:
                 raise PacketError(
@@ -310,7 +314,8 @@ class PacketOpener:
                 raise WrongClusterError(f"packet for cluster {header.cluster!r}")
             if header.codec_id not in self._codecs:
                 raise PacketError(f"unknown codec id {header.codec_id}")
-            scheme, opener = self._opener(header)
+            cached = self._openers.get((header.scheme_id, header.key_id, header.sender))
+            scheme, opener = cached if cached is not None else self._opener(header)
             if bool(header.flags & ENCRYPTED) != scheme.encrypts:
                 raise PacketError("the ENCRYPTED flag does not match the scheme")
             body_end = end + header.body_length
@@ -319,29 +324,26 @@ class PacketOpener:
                     f"trailer of {len(data) - body_end} bytes; {scheme.name} needs "
                     f"{scheme.trailer_size}"
                 )
-            data = bytes(data)
             body = opener.open(data[:end], data[end:body_end], data[body_end:])
             self._replay.accept(header.sender, header.epoch, header.sequence, header.timestamp, now)
         except AuthenticationError as error:
             self.counters.increment(error.counter)
             raise
-        self.counters.increment("accepted")
-        return ReceivedPacket(header, body)
+        self._counts["accepted"] += 1
+        received: ReceivedPacket = _new_tuple(ReceivedPacket, (header, body))
+        return received
 
     def _opener(self, header: Header) -> tuple[AuthScheme, Opener]:
+        # The cache (looked up by open() itself) is keyed by sender too, although shared keys
+        # verify every sender alike: one lookup on the hot path. Bounded below, so key holders
+        # inventing names cannot grow it.
+        cache_key = (header.scheme_id, header.key_id, header.sender)
         try:
-            scheme_cls = self.schemes.by_id(header.scheme_id)
+            scheme = self.schemes.by_id(header.scheme_id)()
         except UnknownSchemeError:
             raise UnknownKeyError(
                 f"unknown authentication scheme id {header.scheme_id}"
             ) from None
-        # Shared keys verify every sender alike; public keys are per sender.
-        sender = header.sender if scheme_cls.public_key else ""
-        cache_key = (header.scheme_id, header.key_id, sender)
-        cached = self._openers.get(cache_key)
-        if cached is not None:
-            return cached
-        scheme = scheme_cls()
         if not scheme.authenticates:
             if not self.allow_insecure:
                 raise InsecurePacketError(

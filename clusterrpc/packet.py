@@ -146,7 +146,6 @@ class HeaderTemplate:
 
     def pack(
         self,
-        *,
         flags: int,
         codec_id: int,
         epoch: int,
@@ -155,7 +154,10 @@ class HeaderTemplate:
         call_id: int,
         body_length: int,
     ) -> bytes:
-        """The header bytes; raises :class:`EncodeError` for flags or numbers out of range."""
+        """The header bytes; raises :class:`EncodeError` for flags or numbers out of range.
+
+        Positional on purpose: it runs once per packet sent, and keyword calls cost more.
+        """
         if flags not in _VALID_FLAGS:
             raise EncodeError(f"invalid flags: {check_flags(flags)}")
         try:
@@ -177,14 +179,17 @@ def pack_header(header: Header) -> bytes:
         scheme_id=header.scheme_id,
     )
     return template.pack(
-        flags=header.flags,
-        codec_id=header.codec_id,
-        epoch=header.epoch,
-        timestamp=header.timestamp,
-        sequence=header.sequence,
-        call_id=header.call_id,
-        body_length=header.body_length,
+        header.flags,
+        header.codec_id,
+        header.epoch,
+        header.timestamp,
+        header.sequence,
+        header.call_id,
+        header.body_length,
     )
+
+
+_new_tuple = tuple.__new__
 
 
 def _decode_name(raw: bytes, what: str) -> str:
@@ -198,28 +203,25 @@ def _decode_name(raw: bytes, what: str) -> str:
 
 
 # A receiver sees the same few (key id, cluster, sender) byte strings over and over; decoding
-# and checking them once saves a third of the header parse. Bounded: cleared when full.
-_NAMES_CACHE: dict[tuple[bytes, int, int], tuple[str, str, str]] = {}
+# and checking them once saves a third of the header parse. The key is the three length bytes
+# and the names, exactly as on the wire. Bounded: cleared when full.
+_NAMES_CACHE: dict[bytes, tuple[str, str, str]] = {}
 _NAMES_CACHE_SIZE = 1024
 
 
 def _decode_names(raw: bytes, key_length: int, cluster_length: int) -> tuple[str, str, str]:
-    cache_key = (raw, key_length, cluster_length)
-    names = _NAMES_CACHE.get(cache_key)
-    if names is None:
-        split = key_length + cluster_length
-        names = (
-            _decode_name(raw[:key_length], "key id"),
-            _decode_name(raw[key_length:split], "cluster name"),
-            _decode_name(raw[split:], "sender name"),
-        )
-        if len(_NAMES_CACHE) >= _NAMES_CACHE_SIZE:
-            _NAMES_CACHE.clear()
-        _NAMES_CACHE[cache_key] = names
+    split = key_length + cluster_length
+    names = (
+        _decode_name(raw[:key_length], "key id"),
+        _decode_name(raw[key_length:split], "cluster name"),
+        _decode_name(raw[split:], "sender name"),
+    )
+    if len(_NAMES_CACHE) >= _NAMES_CACHE_SIZE:
+        _NAMES_CACHE.clear()
     return names
 
 
-def parse_header(data: bytes) -> tuple[Header, int]:
+def parse_header(data: bytes) -> tuple[Header, int]:  # noqa: PLR0914 - one flat parse
     """Parse the header at the start of ``data``: ``(header, length_of_header)``.
 
     Only the header's own consistency is checked (magic, version, flags, lengths against
@@ -246,13 +248,17 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise PacketError(
             f"truncated packet: {len(data)} bytes, header and body need {end + body_length}"
         )
-    key_id, cluster, sender = _decode_names(
-        bytes(data[FIXED_HEADER.size : end]), key_length, cluster_length
-    )
-    header = Header(
+    cache_key = data[6:9] + data[FIXED_HEADER.size : end]
+    names = _NAMES_CACHE.get(cache_key)
+    if names is None:
+        names = _decode_names(bytes(cache_key[3:]), key_length, cluster_length)
+        _NAMES_CACHE[cache_key] = names
+    key_id, cluster, sender = names
+    # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, one more frame.
+    header: Header = _new_tuple(Header, (
         flags, codec_id, scheme_id, key_id, cluster, sender, epoch, timestamp, sequence,
         call_id, body_length,
-    )  # fmt: skip
+    ))  # fmt: skip
     return header, end
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import nacl.bindings
 import nacl.exceptions
@@ -38,28 +38,51 @@ from clusterrpc.errors import BadAuthenticatorError
 __all__ = ["Blake2bScheme", "Ed25519Scheme", "HmacSha256Scheme", "NoneScheme", "SecretboxScheme"]
 
 
+def _keyed_hmac_sha256(secret: bytes) -> _Keyed:
+    """An HMAC-SHA-256 state keyed with ``secret``, ready to copy per packet.
+
+    ``hmac.new`` wraps OpenSSL's HMAC object in a Python class whose ``copy`` and ``update`` are
+    Python frames; on the small packets of cluster traffic those frames cost a third of the MAC.
+    The C object that ``hmac`` itself uses (``_hashlib.hmac_new``, CPython 3.11-3.13) is taken
+    directly when present; ``hmac.new`` is the fallback.
+    """
+    try:
+        import _hashlib  # noqa: PLC0415
+
+        keyed: _Keyed = _hashlib.hmac_new(secret, digestmod="sha256")
+    except (ImportError, AttributeError, ValueError):  # no OpenSSL HMAC in this build
+        return hmac.new(secret, digestmod=hashlib.sha256)
+    return keyed
+
+
+class _Keyed(Protocol):
+    def copy(self) -> _Keyed: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
 class _Mac:
     """Sealer and opener for keyed-hash schemes: the keyed state is built once and copied per
     packet, so the key schedule is not repeated for every packet."""
 
     __slots__ = ("_keyed",)
 
-    _keyed: hmac.HMAC | hashlib.blake2b
-
-    def __init__(self, keyed: hmac.HMAC | hashlib.blake2b) -> None:
+    def __init__(self, keyed: _Keyed) -> None:
         self._keyed = keyed
 
-    def _tag(self, header: bytes, body: bytes) -> bytes:
+    # The MAC computation is written out in both methods: a shared helper is one more Python
+    # frame per packet on the hottest path.
+    def seal(self, header: bytes, body: bytes) -> tuple[bytes, bytes]:
         state = self._keyed.copy()
         state.update(header)
         state.update(body)
-        return state.digest()
-
-    def seal(self, header: bytes, body: bytes) -> tuple[bytes, bytes]:
-        return body, self._tag(header, body)
+        return body, state.digest()
 
     def open(self, header: bytes, body: bytes, trailer: bytes) -> bytes:
-        if not hmac.compare_digest(self._tag(header, body), trailer):
+        state = self._keyed.copy()
+        state.update(header)
+        state.update(body)
+        if not hmac.compare_digest(state.digest(), trailer):
             raise BadAuthenticatorError("MAC does not match: packet forged or damaged")
         return body
 
@@ -98,11 +121,11 @@ class HmacSha256Scheme(AuthScheme):
 
     def sealer(self, secret: bytes) -> Sealer:
         self.check_secret(secret)
-        return _Mac(hmac.new(secret, digestmod=hashlib.sha256))
+        return _Mac(_keyed_hmac_sha256(secret))
 
     def opener(self, key: bytes) -> Opener:
         self.check_secret(key)
-        return _Mac(hmac.new(key, digestmod=hashlib.sha256))
+        return _Mac(_keyed_hmac_sha256(key))
 
 
 class Blake2bScheme(AuthScheme):
