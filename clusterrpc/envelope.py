@@ -218,9 +218,9 @@ class PacketSealer:
         size = len(header) + len(body) + scheme.trailer_size
         if size > self.max_packet:
             raise EncodeError(f"packet of {size} bytes exceeds max_packet={self.max_packet}")
-        wire_body, trailer = self._sealer.seal(header, body)
+        packet = self._sealer.seal(header, body)
         self._sequence = sequence
-        return b"".join((header, wire_body, trailer))
+        return packet
 
     def seal_message(
         self,
@@ -324,7 +324,7 @@ class PacketOpener:
                     f"trailer of {len(data) - body_end} bytes; {scheme.name} needs "
                     f"{scheme.trailer_size}"
                 )
-            body = opener.open(data[:end], data[end:body_end], data[body_end:])
+            body = opener.open(data, end, body_end)
             self._replay.accept(header.sender, header.epoch, header.sequence, header.timestamp, now)
         except AuthenticationError as error:
             self.counters.increment(error.counter)

@@ -144,7 +144,7 @@ class HeaderTemplate:
         self._lengths = (len(key), len(cluster_name), len(sender_name))
         self._names = key + cluster_name + sender_name
 
-    def pack(
+    def pack(  # noqa: PLR0917 - positional on purpose, see the docstring
         self,
         flags: int,
         codec_id: int,
@@ -221,7 +221,7 @@ def _decode_names(raw: bytes, key_length: int, cluster_length: int) -> tuple[str
     return names
 
 
-def parse_header(data: bytes) -> tuple[Header, int]:  # noqa: PLR0914 - one flat parse
+def parse_header(data: bytes) -> tuple[Header, int]:
     """Parse the header at the start of ``data``: ``(header, length_of_header)``.
 
     Only the header's own consistency is checked (magic, version, flags, lengths against

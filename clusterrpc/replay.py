@@ -49,18 +49,24 @@ class ReplayGuard:
     timestamps only), which bounds memory against a flood of names from key holders.
     """
 
-    __slots__ = ("_senders", "freshness", "max_senders", "window")
+    __slots__ = ("_mask", "_senders", "freshness", "max_senders", "window")
+
+    MAX_WINDOW = 1 << 16
+    """Largest window: a bitmap of 65,536 bits (8 KiB) per sender is already generous."""
 
     def __init__(
         self, *, window: int = 1024, freshness: float = 30.0, max_senders: int = 4096
     ) -> None:
-        if not isinstance(window, int) or window < 1:
-            raise ConfigurationError(f"replay window must be a positive int, not {window!r}")
+        if not isinstance(window, int) or not 1 <= window <= self.MAX_WINDOW:
+            raise ConfigurationError(
+                f"replay window must be an int in 1..{self.MAX_WINDOW}, not {window!r}"
+            )
         if not freshness > 0:
             raise ConfigurationError(f"freshness must be positive seconds, not {freshness!r}")
         if not isinstance(max_senders, int) or max_senders < 1:
             raise ConfigurationError(f"max_senders must be a positive int, not {max_senders!r}")
         self.window = window
+        self._mask = (1 << window) - 1
         self.freshness = float(freshness)
         self.max_senders = max_senders
         self._senders: collections.OrderedDict[str, tuple[int, _Window]] = (
@@ -101,7 +107,7 @@ class ReplayGuard:
             if shift >= self.window:
                 window.bits = 1
             else:
-                window.bits = ((window.bits << shift) | 1) & ((1 << self.window) - 1)
+                window.bits = ((window.bits << shift) | 1) & self._mask
             window.top = sequence
             return
         behind = window.top - sequence

@@ -104,7 +104,8 @@ def test_max_senders_forgets_the_least_recent() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"window": 0}, {"window": 1.5}, {"freshness": 0}, {"freshness": -1}, {"max_senders": 0}],
+    [{"window": 0}, {"window": 1.5}, {"window": 2**16 + 1}, {"freshness": 0}, {"freshness": -1},
+     {"max_senders": 0}],
 )
 def test_bad_configuration(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):

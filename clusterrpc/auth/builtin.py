@@ -70,21 +70,18 @@ class _Mac:
     def __init__(self, keyed: _Keyed) -> None:
         self._keyed = keyed
 
-    # The MAC computation is written out in both methods: a shared helper is one more Python
-    # frame per packet on the hottest path.
-    def seal(self, header: bytes, body: bytes) -> tuple[bytes, bytes]:
+    def seal(self, header: bytes, body: bytes) -> bytes:
         state = self._keyed.copy()
         state.update(header)
         state.update(body)
-        return body, state.digest()
+        return b"".join((header, body, state.digest()))
 
-    def open(self, header: bytes, body: bytes, trailer: bytes) -> bytes:
+    def open(self, packet: bytes, body_start: int, trailer_start: int) -> bytes:
         state = self._keyed.copy()
-        state.update(header)
-        state.update(body)
-        if not hmac.compare_digest(state.digest(), trailer):
+        state.update(packet[:trailer_start])
+        if not hmac.compare_digest(state.digest(), packet[trailer_start:]):
             raise BadAuthenticatorError("MAC does not match: packet forged or damaged")
-        return body
+        return packet[body_start:trailer_start]
 
 
 class NoneScheme(AuthScheme):
@@ -99,11 +96,11 @@ class NoneScheme(AuthScheme):
     class _Plain:
         __slots__ = ()
 
-        def seal(self, header: bytes, body: bytes) -> tuple[bytes, bytes]:
-            return body, b""
+        def seal(self, header: bytes, body: bytes) -> bytes:
+            return header + body
 
-        def open(self, header: bytes, body: bytes, trailer: bytes) -> bytes:
-            return body
+        def open(self, packet: bytes, body_start: int, trailer_start: int) -> bytes:
+            return packet[body_start:trailer_start]
 
     def sealer(self, secret: bytes) -> Sealer:
         return self._Plain()
@@ -150,8 +147,9 @@ class _Ed25519Sealer:
     def __init__(self, key: nacl.signing.SigningKey) -> None:
         self._key = key
 
-    def seal(self, header: bytes, body: bytes) -> tuple[bytes, bytes]:
-        return body, self._key.sign(header + body).signature
+    def seal(self, header: bytes, body: bytes) -> bytes:
+        signed = header + body
+        return signed + self._key.sign(signed).signature
 
 
 class _Ed25519Opener:
@@ -160,12 +158,12 @@ class _Ed25519Opener:
     def __init__(self, key: nacl.signing.VerifyKey) -> None:
         self._key = key
 
-    def open(self, header: bytes, body: bytes, trailer: bytes) -> bytes:
+    def open(self, packet: bytes, body_start: int, trailer_start: int) -> bytes:
         try:
-            self._key.verify(header + body, trailer)
+            self._key.verify(packet[:trailer_start], packet[trailer_start:])
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
             raise BadAuthenticatorError("signature does not verify: packet forged") from None
-        return body
+        return packet[body_start:trailer_start]
 
 
 class Ed25519Scheme(AuthScheme):
@@ -202,15 +200,16 @@ class _AeadBox:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def seal(self, header: bytes, body: bytes) -> tuple[bytes, bytes]:
+    def seal(self, header: bytes, body: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
-        sealed = _AEAD_ENCRYPT(body, header, nonce, self._key)
-        return sealed[:-_TAG], nonce + sealed[-_TAG:]
+        sealed = _AEAD_ENCRYPT(body, header, nonce, self._key)  # ciphertext ‖ tag
+        return b"".join((header, sealed[:-_TAG], nonce, sealed[-_TAG:]))
 
-    def open(self, header: bytes, body: bytes, trailer: bytes) -> bytes:
-        nonce, tag = trailer[:_NONCE], trailer[_NONCE:]
+    def open(self, packet: bytes, body_start: int, trailer_start: int) -> bytes:
+        nonce = packet[trailer_start : trailer_start + _NONCE]
+        sealed = packet[body_start:trailer_start] + packet[trailer_start + _NONCE :]
         try:
-            return bytes(_AEAD_DECRYPT(body + tag, header, nonce, self._key))
+            return bytes(_AEAD_DECRYPT(sealed, packet[:body_start], nonce, self._key))
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
             raise BadAuthenticatorError("ciphertext does not authenticate: forged") from None
 
