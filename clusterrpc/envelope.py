@@ -140,8 +140,8 @@ class PacketSealer:
     ``max_packet``. Not thread-safe: one sealer per sending task, or a lock around it.
     """
 
-    __slots__ = ("_scheme", "_sealer", "_sequence", "_template", "cluster", "epoch",
-                 "max_packet", "node", "schemes")  # fmt: skip
+    __slots__ = ("_extra_flags", "_max_body", "_scheme", "_sealer", "_sequence", "_template",
+                 "cluster", "epoch", "max_packet", "node", "schemes")  # fmt: skip
 
     def __init__(
         self,
@@ -189,11 +189,18 @@ class PacketSealer:
             key_id, sealer = key.key_id, scheme.sealer(key.secret)
         try:
             template = HeaderTemplate(
-                key_id=key_id, cluster=self.cluster, sender=self.node, scheme_id=scheme.scheme_id
+                key_id=key_id,
+                cluster=self.cluster,
+                sender=self.node,
+                scheme_id=scheme.scheme_id,
+                epoch=self.epoch,
             )
         except EncodeError as error:
             raise ConfigurationError(str(error)) from None
         self._scheme, self._sealer, self._template = scheme, sealer, template
+        # Both constant per key: computed here rather than for every packet.
+        self._extra_flags = ENCRYPTED if scheme.encrypts else 0
+        self._max_body = self.max_packet - template.size - scheme.trailer_size
 
     @property
     def sequence(self) -> int:
@@ -207,17 +214,14 @@ class PacketSealer:
         ``now`` is the sender's clock in seconds since the Unix epoch; it becomes the header
         timestamp. Each call takes the next sequence number.
         """
-        scheme = self._scheme
-        if scheme.encrypts:
-            flags |= ENCRYPTED
+        if len(body) > self._max_body:
+            size = len(body) + self.max_packet - self._max_body
+            raise EncodeError(f"packet of {size} bytes exceeds max_packet={self.max_packet}")
         sequence = self._sequence + 1
         header = self._template.pack(
-            int(flags),  # plain ints: IntFlag arithmetic costs microseconds
-            codec_id, self.epoch, int(now * 1000), sequence, call_id, len(body),
+            int(flags) | self._extra_flags,  # plain ints: IntFlag arithmetic costs microseconds
+            codec_id, int(now * 1000), sequence, call_id, len(body),
         )  # fmt: skip
-        size = len(header) + len(body) + scheme.trailer_size
-        if size > self.max_packet:
-            raise EncodeError(f"packet of {size} bytes exceeds max_packet={self.max_packet}")
         packet = self._sealer.seal(header, body)
         self._sequence = sequence
         return packet
@@ -256,8 +260,8 @@ class PacketOpener:
     Not thread-safe.
     """
 
-    __slots__ = ("_codecs", "_counts", "_keyring", "_openers", "_replay", "allow_insecure",
-                 "cluster", "counters", "max_packet", "schemes")  # fmt: skip
+    __slots__ = ("_accept", "_codecs", "_counts", "_keyring", "_openers", "_replay",
+                 "allow_insecure", "cluster", "counters", "max_packet", "schemes")  # fmt: skip
 
     _MAX_CACHED_OPENERS = 1024
 
@@ -285,8 +289,9 @@ class PacketOpener:
         self._replay = ReplayGuard(
             window=replay_window, freshness=freshness, max_senders=max_senders
         )
+        self._accept = self._replay.accept  # bound once: called for every packet
         self._keyring = keyring
-        self._openers: dict[tuple[int, str, str], tuple[AuthScheme, Opener]] = {}
+        self._openers: dict[tuple[int, str, str], tuple[Opener, int, int]] = {}
         self._counts: dict[str, int] = {}
         self.counters = PacketCounters(self._counts)
 
@@ -310,22 +315,24 @@ class PacketOpener:
                     f"packet of {len(data)} bytes exceeds max_packet={self.max_packet}"
                 )
             header, end = parse_header(data)
-            if header.cluster != self.cluster:
-                raise WrongClusterError(f"packet for cluster {header.cluster!r}")
-            if header.codec_id not in self._codecs:
-                raise PacketError(f"unknown codec id {header.codec_id}")
-            cached = self._openers.get((header.scheme_id, header.key_id, header.sender))
-            scheme, opener = cached if cached is not None else self._opener(header)
-            if bool(header.flags & ENCRYPTED) != scheme.encrypts:
+            # Locals, not attribute reads: this runs for every packet received.
+            (flags, codec_id, scheme_id, key_id, cluster, sender, epoch, timestamp, sequence,
+             _, body_length) = header  # fmt: skip
+            if cluster != self.cluster:
+                raise WrongClusterError(f"packet for cluster {cluster!r}")
+            if codec_id not in self._codecs:
+                raise PacketError(f"unknown codec id {codec_id}")
+            cached = self._openers.get((scheme_id, key_id, sender))
+            opener, encrypted, trailer_size = cached or self._opener(header)
+            if flags & ENCRYPTED != encrypted:
                 raise PacketError("the ENCRYPTED flag does not match the scheme")
-            body_end = end + header.body_length
-            if len(data) - body_end != scheme.trailer_size:
+            body_end = end + body_length
+            if len(data) - body_end != trailer_size:
                 raise PacketError(
-                    f"trailer of {len(data) - body_end} bytes; {scheme.name} needs "
-                    f"{scheme.trailer_size}"
+                    f"trailer of {len(data) - body_end} bytes; this scheme needs {trailer_size}"
                 )
             body = opener.open(data, end, body_end)
-            self._replay.accept(header.sender, header.epoch, header.sequence, header.timestamp, now)
+            self._accept(sender, epoch, sequence, timestamp, now)
         except AuthenticationError as error:
             self.counters.increment(error.counter)
             raise
@@ -333,7 +340,9 @@ class PacketOpener:
         received: ReceivedPacket = _new_tuple(ReceivedPacket, (header, body))
         return received
 
-    def _opener(self, header: Header) -> tuple[AuthScheme, Opener]:
+    def _opener(self, header: Header) -> tuple[Opener, int, int]:
+        """The opener for ``header``'s scheme and key, with the ENCRYPTED bit its packets carry
+        and their trailer size; cached."""
         # The cache (looked up by open() itself) is keyed by sender too, although shared keys
         # verify every sender alike: one lookup on the hot path. Bounded below, so key holders
         # inventing names cannot grow it.
@@ -360,8 +369,9 @@ class PacketOpener:
                 raise BadAuthenticatorError(str(error)) from None
         if len(self._openers) >= self._MAX_CACHED_OPENERS:
             self._openers.clear()
-        self._openers[cache_key] = (scheme, opener)
-        return scheme, opener
+        entry = (opener, ENCRYPTED if scheme.encrypts else 0, scheme.trailer_size)
+        self._openers[cache_key] = entry
+        return entry
 
     def decode(self, packet: ReceivedPacket) -> Message:
         """Decode an authenticated packet's body with the codec its header names.

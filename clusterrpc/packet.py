@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from clusterrpc.errors import EncodeError, PacketError
 
@@ -42,6 +42,8 @@ MAX_NAME = 255
 # spec/packet.md, "Header": magic, version, flags, codec id, scheme id, key id length, cluster
 # length, sender length, reserved, epoch, timestamp, sequence, call id, body length.
 FIXED_HEADER = struct.Struct(">2sBBBBBBBBQQQQI")
+_MAGIC_VERSION = MAGIC + bytes([VERSION])
+_unpack_fixed_header = FIXED_HEADER.unpack_from
 _FRAME_LENGTH = struct.Struct(">I")
 
 
@@ -126,34 +128,40 @@ def _encode_name(value: str, what: str, limit: int, *, allow_empty: bool = False
 
 
 class HeaderTemplate:
-    """The parts of a header that stay the same for every packet of one sender and key.
+    """The parts of a header that stay the same for every packet of one sender, key and epoch.
 
-    Validates and encodes the names once, so that sealing a packet costs one ``struct.pack``.
-    Raises :class:`EncodeError` for names that cannot go in a header.
+    Validates and encodes them once — magic and version; scheme id, name lengths, reserved byte
+    and epoch; the names — into a struct of their own, so that sealing a packet costs exactly one
+    ``struct.pack`` call. Raises :class:`EncodeError` for fields that cannot go in a header.
     """
 
-    __slots__ = ("_lengths", "_names", "scheme_id")
+    __slots__ = ("_middle", "_names", "_struct", "epoch", "scheme_id", "size")
 
-    def __init__(self, *, key_id: str, cluster: str, sender: str, scheme_id: int) -> None:
+    def __init__(
+        self, *, key_id: str, cluster: str, sender: str, scheme_id: int, epoch: int
+    ) -> None:
         key = _encode_name(key_id, "key id", MAX_KEY_ID, allow_empty=True)
         cluster_name = _encode_name(cluster, "cluster name", MAX_NAME)
         sender_name = _encode_name(sender, "node name", MAX_NAME)
-        if not 0 <= scheme_id <= 255:
-            raise EncodeError("scheme_id must fit in one byte")
+        try:
+            # Bytes 5-17 of the header: scheme id, three lengths, reserved, epoch.
+            self._middle = struct.pack(
+                ">BBBBBQ", scheme_id, len(key), len(cluster_name), len(sender_name), 0, epoch
+            )
+        except struct.error as error:
+            raise EncodeError(f"header field out of range: {error}") from None
         self.scheme_id = scheme_id
-        self._lengths = (len(key), len(cluster_name), len(sender_name))
+        self.epoch = epoch
         self._names = key + cluster_name + sender_name
+        # The whole header, spec/packet.md's table with the constant runs as byte strings.
+        self._struct = struct.Struct(f">3sBB13sQQQI{len(self._names)}s")
+        self.size = self._struct.size
+        """Length of every header this template packs."""
 
     def pack(  # noqa: PLR0917 - positional on purpose, see the docstring
-        self,
-        flags: int,
-        codec_id: int,
-        epoch: int,
-        timestamp: int,
-        sequence: int,
-        call_id: int,
+        self, flags: int, codec_id: int, timestamp: int, sequence: int, call_id: int,
         body_length: int,
-    ) -> bytes:
+    ) -> bytes:  # fmt: skip
         """The header bytes; raises :class:`EncodeError` for flags or numbers out of range.
 
         Positional on purpose: it runs once per packet sent, and keyword calls cost more.
@@ -161,13 +169,12 @@ class HeaderTemplate:
         if flags not in _VALID_FLAGS:
             raise EncodeError(f"invalid flags: {check_flags(flags)}")
         try:
-            fixed = FIXED_HEADER.pack(
-                MAGIC, VERSION, flags, codec_id, self.scheme_id, *self._lengths, 0,
-                epoch, timestamp, sequence, call_id, body_length,
+            return self._struct.pack(
+                _MAGIC_VERSION, flags, codec_id, self._middle, timestamp, sequence, call_id,
+                body_length, self._names,
             )  # fmt: skip
         except struct.error as error:
             raise EncodeError(f"header field out of range: {error}") from None
-        return fixed + self._names
 
 
 def pack_header(header: Header) -> bytes:
@@ -177,11 +184,11 @@ def pack_header(header: Header) -> bytes:
         cluster=header.cluster,
         sender=header.sender,
         scheme_id=header.scheme_id,
+        epoch=header.epoch,
     )
     return template.pack(
         header.flags,
         header.codec_id,
-        header.epoch,
         header.timestamp,
         header.sequence,
         header.call_id,
@@ -203,9 +210,9 @@ def _decode_name(raw: bytes, what: str) -> str:
 
 
 # A receiver sees the same few (key id, cluster, sender) byte strings over and over; decoding
-# and checking them once saves a third of the header parse. The key is the three length bytes
-# and the names, exactly as on the wire. Bounded: cleared when full.
-_NAMES_CACHE: dict[bytes, tuple[str, str, str]] = {}
+# and checking them once saves a third of the header parse. The key is the names exactly as on
+# the wire; the lengths, stored with them, must match too. Bounded: cleared when full.
+_NAMES_CACHE: dict[bytes, tuple[int, int, tuple[str, str, str]]] = {}
 _NAMES_CACHE_SIZE = 1024
 
 
@@ -221,6 +228,25 @@ def _decode_names(raw: bytes, key_length: int, cluster_length: int) -> tuple[str
     return names
 
 
+def _refuse_header(fields: tuple[object, ...], size: int, end: int) -> NoReturn:
+    """Raise the :class:`PacketError` that says what is wrong with a header's fixed fields."""
+    (magic, version, flags, _, _, key_length, cluster_length, sender_length, reserved,
+     _, _, _, _, body_length) = fields  # fmt: skip
+    if magic != MAGIC:
+        raise PacketError("not a clusterrpc packet (bad magic)")
+    if version != VERSION:
+        raise PacketError(f"unsupported packet version {version}")
+    if flags not in _VALID_FLAGS:
+        raise PacketError(f"invalid flags: {check_flags(flags)}")  # type: ignore[arg-type]
+    if reserved:
+        raise PacketError("reserved header byte is not zero")
+    if key_length > MAX_KEY_ID or not cluster_length or not sender_length:  # type: ignore[operator]
+        raise PacketError("invalid key id, cluster or sender length")
+    raise PacketError(
+        f"truncated packet: {size} bytes, header and body need {end + body_length}"  # type: ignore[operator]
+    )
+
+
 def parse_header(data: bytes) -> tuple[Header, int]:
     """Parse the header at the start of ``data``: ``(header, length_of_header)``.
 
@@ -228,32 +254,26 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     ``data``); the caller checks the trailer length for the scheme, then authenticates. Raises
     :class:`PacketError` and nothing else.
     """
-    if len(data) < FIXED_HEADER.size:
-        raise PacketError(f"truncated packet: {len(data)} bytes, a header needs at least 46")
-    fields = FIXED_HEADER.unpack_from(data)
+    try:
+        fields = _unpack_fixed_header(data)
+    except struct.error:
+        raise PacketError(
+            f"truncated packet: {len(data)} bytes, a header needs at least 46"
+        ) from None
     (magic, version, flags, codec_id, scheme_id, key_length, cluster_length, sender_length,
      reserved, epoch, timestamp, sequence, call_id, body_length) = fields  # fmt: skip
-    if magic != MAGIC:
-        raise PacketError("not a clusterrpc packet (bad magic)")
-    if version != VERSION:
-        raise PacketError(f"unsupported packet version {version}")
-    if flags not in _VALID_FLAGS:
-        raise PacketError(f"invalid flags: {check_flags(flags)}")
-    if reserved:
-        raise PacketError("reserved header byte is not zero")
-    if key_length > MAX_KEY_ID or not cluster_length or not sender_length:
-        raise PacketError("invalid key id, cluster or sender length")
-    end = FIXED_HEADER.size + key_length + cluster_length + sender_length
-    if len(data) < end + body_length:
-        raise PacketError(
-            f"truncated packet: {len(data)} bytes, header and body need {end + body_length}"
-        )
-    cache_key = data[6:9] + data[FIXED_HEADER.size : end]
-    names = _NAMES_CACHE.get(cache_key)
-    if names is None:
-        names = _decode_names(bytes(cache_key[3:]), key_length, cluster_length)
-        _NAMES_CACHE[cache_key] = names
-    key_id, cluster, sender = names
+    end = 46 + key_length + cluster_length + sender_length
+    # One test for the common case; _refuse_header says precisely what is wrong.
+    if (magic != MAGIC or version != VERSION or flags not in _VALID_FLAGS or reserved
+            or key_length > MAX_KEY_ID or not cluster_length or not sender_length
+            or len(data) < end + body_length):  # fmt: skip
+        _refuse_header(fields, len(data), end)
+    raw_names = data[46:end]
+    cached = _NAMES_CACHE.get(raw_names)
+    if cached is None or cached[0] != key_length or cached[1] != cluster_length:
+        cached = (key_length, cluster_length, _decode_names(raw_names, key_length, cluster_length))
+        _NAMES_CACHE[raw_names] = cached
+    key_id, cluster, sender = cached[2]
     # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, one more frame.
     header: Header = _new_tuple(Header, (
         flags, codec_id, scheme_id, key_id, cluster, sender, epoch, timestamp, sequence,

@@ -81,7 +81,21 @@ class ReplayGuard:
         the receiver's clock (seconds since the Unix epoch). Raises :class:`ReplayError`,
         :class:`TooOldError` or :class:`StaleEpochError`; state changes only on success.
         """
-        known = self._senders.get(sender)
+        senders = self._senders
+        known = senders.get(sender)
+        if known is not None and epoch == known[0]:
+            window = known[1]
+            shift = sequence - window.top
+            if shift > 0:  # the common case first: the next packet of a known run
+                # A jump past the whole window forgets it outright; shifting by a 64-bit
+                # amount would build an enormous integer.
+                if shift < self.window:
+                    window.bits = ((window.bits << shift) | 1) & self._mask
+                else:
+                    window.bits = 1
+                window.top = sequence
+                senders.move_to_end(sender)
+                return
         if known is None or epoch > known[0]:
             skew = abs(timestamp_ms / 1000.0 - now)
             if skew > self.freshness:
@@ -100,16 +114,6 @@ class ReplayGuard:
             )
         window = known[1]
         self._senders.move_to_end(sender)
-        if sequence > window.top:
-            shift = sequence - window.top
-            # A jump past the whole window forgets it outright; shifting by a 64-bit amount
-            # would build an enormous integer.
-            if shift >= self.window:
-                window.bits = 1
-            else:
-                window.bits = ((window.bits << shift) | 1) & self._mask
-            window.top = sequence
-            return
         behind = window.top - sequence
         if behind >= self.window:
             raise TooOldError(
