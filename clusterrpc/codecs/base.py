@@ -17,10 +17,10 @@ import abc
 import dataclasses
 import re
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from clusterrpc.errors import DecodeError, EncodeError, FaultCode, LimitExceededError
-from clusterrpc.values import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, Limits, Value
+from clusterrpc.values import DEFAULT_LIMITS, INT32_MAX, INT32_MIN, Limits, Value, check_value
 
 __all__ = [
     "CallMessage",
@@ -141,6 +141,43 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def decode_response(self, data: bytes) -> ReplyMessage | FaultMessage:
         """Decode a reply or a fault; raises :class:`DecodeError` for anything else."""
+
+    def explain_encode_failure(self, values: Sequence[Value], root: str) -> NoReturn:
+        """Raise the :class:`EncodeError` that names the first offending place in ``values``.
+
+        The slow path of every encoder: their fast passes only notice *that* something is
+        wrong; :func:`~clusterrpc.values.check_value` says what and where. ``root`` is a format
+        string for each value's path (``"params[{}]"``, ``"value"``).
+        """
+        items = 0
+        try:
+            for index, value in enumerate(values):
+                items += check_value(value, self.limits, root.format(index))
+                if items > self.limits.max_items:
+                    raise EncodeError(
+                        f"more than max_items={self.limits.max_items} values in one message",
+                        root.format(index),
+                    )
+        except RecursionError:
+            # Only reachable when limits.max_depth exceeds what the interpreter can recurse.
+            raise EncodeError(
+                "value nested too deeply for this interpreter's recursion limit"
+            ) from None
+        except ValueError as error:
+            if isinstance(error, EncodeError):
+                raise
+            # e.g. a released memoryview
+            raise EncodeError(f"value cannot be encoded: {error}") from None
+        # check_value accepted what the fast path refused: a bug, but never send a bad body.
+        raise EncodeError(f"value cannot be encoded by the {self.name} codec")
+
+    def check_encoded_size(self, data: bytes) -> bytes:
+        """Return ``data``, or raise :class:`EncodeError` if it is over ``limits.max_size``."""
+        if len(data) > self.limits.max_size:
+            raise EncodeError(
+                f"encoded message is {len(data)} bytes, over max_size={self.limits.max_size}"
+            )
+        return data
 
     def check_size(self, data: bytes | bytearray | memoryview) -> None:
         """Raise :class:`~clusterrpc.errors.LimitExceededError` if ``data`` is over

@@ -26,7 +26,7 @@ import datetime as _dt
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar, NoReturn
+from typing import ClassVar
 from xml.etree.ElementTree import Element
 
 from clusterrpc.codecs._safexml import parse_document
@@ -248,38 +248,13 @@ class CompactCodec(Codec):
             for value in values:
                 items += encode(value, append, 0, "<LI")
         except (_Unusual, RecursionError):
-            self._explain(values, root)
+            self.explain_encode_failure(values, root)
         if items > self.limits.max_items:
-            self._explain(values, root)
+            self.explain_encode_failure(values, root)
         append(tail)
         data = "".join(out).encode("utf-8")
-        self._check_encoded_size(data)
+        self.check_encoded_size(data)
         return data
-
-    def _check_encoded_size(self, data: bytes) -> None:
-        if len(data) > self.limits.max_size:
-            raise EncodeError(
-                f"encoded message is {len(data)} bytes, over max_size={self.limits.max_size}"
-            )
-
-    def _explain(self, values: Sequence[Value], root: str) -> NoReturn:
-        """Slow path: raise an EncodeError that names the first offending place."""
-        items = 0
-        try:
-            for index, value in enumerate(values):
-                items += check_value(value, self.limits, root.format(index))
-                if items > self.limits.max_items:
-                    raise EncodeError(
-                        f"more than max_items={self.limits.max_items} values in one message",
-                        root.format(index),
-                    )
-        except RecursionError:
-            # Only reachable when limits.max_depth exceeds what the interpreter can recurse.
-            raise EncodeError(
-                "value nested too deeply for this interpreter's recursion limit"
-            ) from None
-        # check_value accepted what the fast path refused: a bug, but never send bad XML.
-        raise EncodeError("value cannot be encoded in the compact format")
 
     def encode_call(self, method: str, params: Sequence[Value]) -> bytes:
         """Encode ``<CALL m="method">`` with one ``<LI>`` per parameter.
@@ -293,7 +268,7 @@ class CompactCodec(Codec):
             raise EncodeError(f"params must be a list or tuple, not {type(params).__name__}")
         if not params:
             data = f'<CALL m="{method}"/>'.encode("ascii")
-            self._check_encoded_size(data)
+            self.check_encoded_size(data)
             return data
         return self._encode(f'<CALL m="{method}">', params, "params[{}]", "</CALL>")
 
@@ -314,7 +289,7 @@ class CompactCodec(Codec):
         else:
             text = f'<FAULT code="{code}"/>'
         data = text.encode("utf-8")
-        self._check_encoded_size(data)
+        self.check_encoded_size(data)
         return data
 
     # -- decoding ----------------------------------------------------------------------------

@@ -45,7 +45,6 @@ from clusterrpc.values import (
     Limits,
     Value,
     as_base_type,
-    check_value,
     format_datetime,
     parse_datetime,
 )
@@ -360,44 +359,19 @@ class JsonCodec(Codec):
         try:
             converted = [convert(value, 0, items) for value in values]
         except _Unusual:
-            self._explain(values, root)
+            self.explain_encode_failure(values, root)
         except RecursionError:  # only when max_depth is near the interpreter's limit
             raise EncodeError("value nested too deeply to encode") from None
         if items[0] > self.limits.max_items:
-            self._explain(values, root)
+            self.explain_encode_failure(values, root)
         return converted
-
-    def _explain(self, values: Sequence[Value], root: str) -> NoReturn:
-        """Slow path: raise an EncodeError that names the first offending place."""
-        items = 0
-        try:
-            for index, value in enumerate(values):
-                items += check_value(value, self.limits, root.format(index))
-                if items > self.limits.max_items:
-                    raise EncodeError(
-                        f"more than max_items={self.limits.max_items} values in one message",
-                        root.format(index),
-                    )
-        except RecursionError:
-            raise EncodeError("value nested too deeply to encode") from None
-        except EncodeError:
-            raise
-        except ValueError as error:  # e.g. a released memoryview
-            raise EncodeError(f"value cannot be encoded: {error}") from None
-        # check_value accepted what the fast path refused: a bug, but never send bad JSON.
-        raise EncodeError("value cannot be encoded as JSON")
 
     def _dump(self, message: dict[str, Any]) -> bytes:
         try:
             text = self._encoder.encode(message)
         except RecursionError:  # only when max_depth is near the interpreter's limit
             raise EncodeError("value nested too deeply to encode") from None
-        data = text.encode("utf-8")
-        if len(data) > self.limits.max_size:
-            raise EncodeError(
-                f"encoded message is {len(data)} bytes, over max_size={self.limits.max_size}"
-            )
-        return data
+        return self.check_encoded_size(text.encode("utf-8"))
 
     def encode_call(self, method: str, params: Sequence[Value]) -> bytes:
         """Encode ``{"method":…,"params":[…]}``; raises :class:`EncodeError` for bad names and

@@ -19,7 +19,7 @@ import datetime as _dt
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar, NoReturn
+from typing import ClassVar
 from xml.etree.ElementTree import Element
 
 from clusterrpc.codecs._safexml import parse_document
@@ -42,7 +42,6 @@ from clusterrpc.values import (
     Limits,
     Value,
     as_base_type,
-    check_value,
     format_datetime,
     parse_datetime,
 )
@@ -215,29 +214,11 @@ class XmlRpcCodec(Codec):
                 items += encode(value, append, 0)
                 append(wrap[1])
         except (_Unusual, RecursionError):
-            self._explain(values, root)
+            self.explain_encode_failure(values, root)
         if items > self.limits.max_items:
-            self._explain(values, root)
+            self.explain_encode_failure(values, root)
         append(tail)
-        data = "".join(out).encode("utf-8")
-        if len(data) > self.limits.max_size:
-            raise EncodeError(
-                f"encoded message is {len(data)} bytes, over max_size={self.limits.max_size}"
-            )
-        return data
-
-    def _explain(self, values: Sequence[Value], root: str) -> NoReturn:
-        """Slow path: raise an EncodeError that names the first offending place."""
-        items = 0
-        for index, value in enumerate(values):
-            items += check_value(value, self.limits, root.format(index))
-            if items > self.limits.max_items:
-                raise EncodeError(
-                    f"more than max_items={self.limits.max_items} values in one message",
-                    root.format(index),
-                )
-        # check_value accepted what the fast path refused: a bug, but never send bad XML.
-        raise EncodeError("value cannot be encoded as XML-RPC")
+        return self.check_encoded_size("".join(out).encode("utf-8"))
 
     def encode_call(self, method: str, params: Sequence[Value]) -> bytes:
         """Encode ``<methodCall>``; raises :class:`EncodeError` for bad names and values."""
