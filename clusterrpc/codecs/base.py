@@ -29,6 +29,9 @@ __all__ = [
     "ReplyMessage",
     "check_fault",
     "check_method_name",
+    "invalid_message",
+    "nesting_too_deep",
+    "string_too_long",
 ]
 
 
@@ -55,6 +58,22 @@ class FaultMessage:
     message: str
 
 
+def invalid_message(reason: str) -> DecodeError:
+    """A :class:`DecodeError` for a well-formed body that is not a valid message
+    (fault code ``INVALID_REQUEST``)."""
+    return DecodeError(reason, fault_code=FaultCode.INVALID_REQUEST)
+
+
+def string_too_long(limits: Limits) -> LimitExceededError:
+    """The error for a string, key or bytes value over ``limits.max_string``."""
+    return LimitExceededError(f"string longer than max_string={limits.max_string}")
+
+
+def nesting_too_deep(limits: Limits) -> LimitExceededError:
+    """The error for containers nested deeper than ``limits.max_depth``."""
+    return LimitExceededError(f"nesting deeper than max_depth={limits.max_depth}")
+
+
 # XML-RPC spec: "The string may only contain identifier characters, upper and lower-case A-Z,
 # the numeric characters, 0-9, underscore, dot, colon and slash." We hold every codec to it so
 # that a method reachable through one codec is reachable through all.
@@ -74,7 +93,7 @@ def check_method_name(method: object, *, decoding: bool = False) -> str:
         f"invalid method name {method!r}: 1-256 characters from A-Z a-z 0-9 _ . : / required"
     )
     if decoding:
-        raise DecodeError(reason, fault_code=FaultCode.INVALID_REQUEST)
+        raise invalid_message(reason)
     raise EncodeError(reason, "method")
 
 

@@ -38,7 +38,16 @@ from clusterrpc.codecs.base import (
     check_fault,
     check_method_name,
 )
-from clusterrpc.errors import DecodeError, EncodeError, FaultCode, LimitExceededError
+from clusterrpc.codecs.base import (
+    invalid_message as _invalid,
+)
+from clusterrpc.codecs.base import (
+    nesting_too_deep as _too_deep,
+)
+from clusterrpc.codecs.base import (
+    string_too_long as _too_long,
+)
+from clusterrpc.errors import DecodeError, EncodeError, LimitExceededError
 from clusterrpc.values import (
     DEFAULT_LIMITS,
     INT32_MAX,
@@ -354,20 +363,11 @@ class CompactCodec(Codec):
         raise _invalid(f"expected <REPLY> or <FAULT>, got <{_tag(root)}>")
 
 
-def _invalid(reason: str) -> DecodeError:
-    return DecodeError(reason, fault_code=FaultCode.INVALID_REQUEST)
-
 
 def _tag(element: Element) -> str:
     return element.tag[:64]
 
 
-def _too_long(limits: Limits) -> LimitExceededError:
-    return LimitExceededError(f"string longer than max_string={limits.max_string}")
-
-
-def _too_deep(limits: Limits) -> LimitExceededError:
-    return LimitExceededError(f"nesting deeper than max_depth={limits.max_depth}")
 
 
 def _is_layout(text: str | None) -> bool:

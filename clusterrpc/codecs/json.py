@@ -34,6 +34,15 @@ from clusterrpc.codecs.base import (
     check_fault,
     check_method_name,
 )
+from clusterrpc.codecs.base import (
+    invalid_message as _invalid,
+)
+from clusterrpc.codecs.base import (
+    nesting_too_deep as _too_deep,
+)
+from clusterrpc.codecs.base import (
+    string_too_long as _too_long,
+)
 from clusterrpc.errors import DecodeError, EncodeError, FaultCode, LimitExceededError
 from clusterrpc.values import (
     DEFAULT_LIMITS,
@@ -202,16 +211,7 @@ def _structural_commas(data: bytes) -> int:
     return _BARE_STRING.sub(b"", bare).count(b",")
 
 
-def _invalid(reason: str) -> DecodeError:
-    return DecodeError(reason, fault_code=FaultCode.INVALID_REQUEST)
 
-
-def _too_long(limits: Limits) -> LimitExceededError:
-    return LimitExceededError(f"string longer than max_string={limits.max_string}")
-
-
-def _too_deep(limits: Limits) -> LimitExceededError:
-    return LimitExceededError(f"nesting deeper than max_depth={limits.max_depth}")
 
 
 def _json_type(node: object) -> str:
