@@ -37,15 +37,9 @@ from clusterrpc.codecs.base import (
     ReplyMessage,
     check_fault,
     check_method_name,
-)
-from clusterrpc.codecs.base import (
-    invalid_message as _invalid,
-)
-from clusterrpc.codecs.base import (
-    nesting_too_deep as _too_deep,
-)
-from clusterrpc.codecs.base import (
-    string_too_long as _too_long,
+    invalid_message,
+    nesting_too_deep,
+    string_too_long,
 )
 from clusterrpc.errors import DecodeError, EncodeError, LimitExceededError
 from clusterrpc.values import (
@@ -325,11 +319,11 @@ class CompactCodec(Codec):
         """
         root = self._document(data)
         if root.tag != "CALL":
-            raise _invalid(f"expected <CALL>, got <{_tag(root)}>")
+            raise invalid_message(f"expected <CALL>, got <{_tag(root)}>")
         attributes = root.attrib
         method = attributes.get("m")
         if method is None or len(attributes) != 1:
-            raise _invalid('<CALL> must have exactly one attribute, m="method.name"')
+            raise invalid_message('<CALL> must have exactly one attribute, m="method.name"')
         check_method_name(method, decoding=True)
         return CallMessage(method, tuple(self._walker.items(root)))
 
@@ -341,26 +335,26 @@ class CompactCodec(Codec):
         root = self._document(data)
         if root.tag == "REPLY":
             if root.attrib:
-                raise _invalid("<REPLY> takes no attributes")
+                raise invalid_message("<REPLY> takes no attributes")
             values = self._walker.items(root)
             if len(values) != 1:
-                raise _invalid(f"<REPLY> holds exactly one <LI>, not {len(values)}")
+                raise invalid_message(f"<REPLY> holds exactly one <LI>, not {len(values)}")
             return ReplyMessage(values[0])
         if root.tag == "FAULT":
             attributes = root.attrib
             code = attributes.get("code")
             if code is None or len(attributes) != 1:
-                raise _invalid('<FAULT> must have exactly one attribute, code="integer"')
+                raise invalid_message('<FAULT> must have exactly one attribute, code="integer"')
             number = _integer(code)
             if not INT32_MIN <= number <= INT32_MAX:
-                raise _invalid(f"fault code {number} does not fit in 32 bits")
+                raise invalid_message(f"fault code {number} does not fit in 32 bits")
             if len(root):
-                raise _invalid("<FAULT> holds only the message text, no elements")
+                raise invalid_message("<FAULT> holds only the message text, no elements")
             message = root.text or ""
             if len(message) > self.limits.max_string:
-                raise _too_long(self.limits)
+                raise string_too_long(self.limits)
             return FaultMessage(number, message)
-        raise _invalid(f"expected <REPLY> or <FAULT>, got <{_tag(root)}>")
+        raise invalid_message(f"expected <REPLY> or <FAULT>, got <{_tag(root)}>")
 
 
 
@@ -407,10 +401,10 @@ class _Walker:
                     return True
                 if text == "0":
                     return False
-                raise _invalid(f'invalid boolean {text[:40]!r}: "1" or "0" required')
+                raise invalid_message(f'invalid boolean {text[:40]!r}: "1" or "0" required')
             if kind == "n":
                 if text:
-                    raise _invalid('a t="n" item must be empty')
+                    raise invalid_message('a t="n" item must be empty')
                 return None
             if kind == "x":
                 if len(text) > max_base64:
@@ -421,39 +415,39 @@ class _Walker:
                 return data
             if kind == "d":
                 return _datetime(text)
-            raise _invalid(f"unknown item type t={kind[:16]!r}")
+            raise invalid_message(f"unknown item type t={kind[:16]!r}")
 
         def value(item: Element, depth: int, budget: list[int]) -> Value:
             """The value of one ``<LI>`` whose tag and attribute names the caller checked."""
             kind = item.get("t")
             if kind is not None:
                 if len(item):
-                    raise _invalid(f'a t="{kind[:16]}" item must not contain elements')
+                    raise invalid_message(f'a t="{kind[:16]}" item must not contain elements')
                 return scalar(kind, item.text or "")
             if not len(item):
                 text = item.text or ""
                 if len(text) > max_string:
-                    raise _too_long(limits)
+                    raise string_too_long(limits)
                 return text
             if len(item) != 1 or not _is_layout(item.text) or not _is_layout(item[0].tail):
-                raise _invalid("an untyped <LI> holds text, or exactly one <L> or <AL>")
+                raise invalid_message("an untyped <LI> holds text, or exactly one <L> or <AL>")
             container = item[0]
             tag = container.tag
             if tag not in ("L", "AL"):
-                raise _invalid(f"unexpected <{_tag(container)}> in an <LI>")
+                raise invalid_message(f"unexpected <{_tag(container)}> in an <LI>")
             if container.attrib:
-                raise _invalid(f"<{tag}> takes no attributes")
+                raise invalid_message(f"<{tag}> takes no attributes")
             if not _is_layout(container.text):
-                raise _invalid(f"<{tag}> holds only <LI> elements")
+                raise invalid_message(f"<{tag}> holds only <LI> elements")
             if depth >= max_depth:
-                raise _too_deep(limits)
+                raise nesting_too_deep(limits)
             spend(budget, len(container))
             if tag == "L":
                 array: list[Value] = []
                 for element in container:
                     check_item(element)
                     if "key" in element.attrib:
-                        raise _invalid("items of an <L> take no key attribute")
+                        raise invalid_message("items of an <L> take no key attribute")
                     array.append(value(element, depth + 1, budget))
                 return array
             struct: dict[str, Value] = {}
@@ -461,36 +455,36 @@ class _Walker:
                 check_item(element)
                 key = element.get("key")
                 if key is None:
-                    raise _invalid('every item of an <AL> needs a key="…" attribute')
+                    raise invalid_message('every item of an <AL> needs a key="…" attribute')
                 if len(key) > max_string:
-                    raise _too_long(limits)
+                    raise string_too_long(limits)
                 if key in struct:
-                    raise _invalid(f"duplicate key {key[:40]!r} in an <AL>")
+                    raise invalid_message(f"duplicate key {key[:40]!r} in an <AL>")
                 struct[key] = value(element, depth + 1, budget)
             return struct
 
         def check_item(element: Element) -> None:
             """Refuse anything but an ``<LI>`` with attributes from {t, key}, and text beside it."""
             if element.tag != "LI":
-                raise _invalid(f"expected <LI>, got <{_tag(element)}>")
+                raise invalid_message(f"expected <LI>, got <{_tag(element)}>")
             if not _is_layout(element.tail):
-                raise _invalid("only white space may appear between <LI> elements")
+                raise invalid_message("only white space may appear between <LI> elements")
             attributes = element.attrib
             if len(attributes) > ("t" in attributes) + ("key" in attributes):
                 unknown = sorted(set(attributes) - {"t", "key"})
-                raise _invalid(f"unknown attribute {unknown[0][:40]!r} on <LI>")
+                raise invalid_message(f"unknown attribute {unknown[0][:40]!r} on <LI>")
 
         def items(root: Element) -> list[Value]:
             """The values of the ``<LI>`` children of ``<CALL>`` or ``<REPLY>``."""
             if not _is_layout(root.text):
-                raise _invalid(f"<{root.tag}> holds only <LI> elements")
+                raise invalid_message(f"<{root.tag}> holds only <LI> elements")
             budget = [max_items]
             spend(budget, len(root))
             result = []
             for element in root:
                 check_item(element)
                 if "key" in element.attrib:
-                    raise _invalid(f"items of <{root.tag}> take no key attribute")
+                    raise invalid_message(f"items of <{root.tag}> take no key attribute")
                 result.append(value(element, 0, budget))
             return result
 
@@ -508,19 +502,19 @@ class _Walker:
 
 def _integer(text: str) -> int:
     if not _INTEGER.match(text):
-        raise _invalid(f"invalid integer {text[:40]!r}")
+        raise invalid_message(f"invalid integer {text[:40]!r}")
     # The length test keeps int() away from huge digit strings (and its digit-count limit).
     if len(text) > _INTEGER_MAX_LEN or not INT64_MIN <= int(text) <= INT64_MAX:
-        raise _invalid(f"integer {text[:40]} does not fit in 64 bits")
+        raise invalid_message(f"integer {text[:40]} does not fit in 64 bits")
     return int(text)
 
 
 def _float(text: str) -> float:
     if not _FLOAT.match(text):
-        raise _invalid(f"invalid float {text[:40]!r}")
+        raise invalid_message(f"invalid float {text[:40]!r}")
     number = float(text)
     if not math.isfinite(number):
-        raise _invalid(f"float {text[:40]} is out of range")
+        raise invalid_message(f"float {text[:40]} is out of range")
     return number
 
 
@@ -528,11 +522,11 @@ def _base64(text: str) -> bytes:
     try:
         data = binascii.a2b_base64(text, strict_mode=True)
     except ValueError as error:  # binascii.Error, or non-ASCII text
-        raise _invalid(f"invalid base64: {error}") from None
+        raise invalid_message(f"invalid base64: {error}") from None
     # strict_mode still accepts non-zero padding bits ("QR==" for b"A"); re-encoding refuses
     # them, so that every byte string has exactly one spelling.
     if binascii.b2a_base64(data, newline=False) != text.encode("ascii"):
-        raise _invalid(f"non-canonical base64 {text[:40]!r}")
+        raise invalid_message(f"non-canonical base64 {text[:40]!r}")
     return data
 
 
@@ -540,8 +534,8 @@ def _datetime(text: str) -> _dt.datetime:
     try:
         moment = parse_datetime(text)
     except DecodeError as error:
-        raise _invalid(error.reason) from None
+        raise invalid_message(error.reason) from None
     # parse_datetime also reads XML-RPC's other spellings; the compact form has one.
     if format_datetime(moment) != text:
-        raise _invalid(f"non-canonical datetime {text[:40]!r}")
+        raise invalid_message(f"non-canonical datetime {text[:40]!r}")
     return moment

@@ -33,15 +33,9 @@ from clusterrpc.codecs.base import (
     ReplyMessage,
     check_fault,
     check_method_name,
-)
-from clusterrpc.codecs.base import (
-    invalid_message as _invalid,
-)
-from clusterrpc.codecs.base import (
-    nesting_too_deep as _too_deep,
-)
-from clusterrpc.codecs.base import (
-    string_too_long as _too_long,
+    invalid_message,
+    nesting_too_deep,
+    string_too_long,
 )
 from clusterrpc.errors import DecodeError, EncodeError, FaultCode, LimitExceededError
 from clusterrpc.values import (
@@ -184,7 +178,7 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _invalid(f"duplicate object member name {key[:40]!r}")
+                raise invalid_message(f"duplicate object member name {key[:40]!r}")
             seen.add(key)
     return result
 
@@ -250,11 +244,11 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
 
     def text(string: str) -> str:
         if len(string) > max_string:
-            raise _too_long(limits)
+            raise string_too_long(limits)
         if not string.isprintable():
             bad = invalid_char(string)
             if bad is not None:
-                raise _invalid(
+                raise invalid_message(
                     f"string contains {bad.group()!r}, a character that XML 1.0 cannot carry"
                 )
         return string
@@ -266,7 +260,7 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
 
     def struct(node: dict[str, Any], depth: int, budget: list[int]) -> dict[str, Value]:
         if depth >= max_depth:
-            raise _too_deep(limits)
+            raise nesting_too_deep(limits)
         spend(budget, len(node))
         result: dict[str, Value] = {}
         for key, item in node.items():
@@ -278,23 +272,23 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
     def tagged(tag: str, inner: Any, depth: int, budget: list[int]) -> Value:
         if tag == BYTES_TAG:
             if type(inner) is not str:
-                raise _invalid(f"{BYTES_TAG} holds {_json_type(inner)}, not a base64 string")
+                raise invalid_message(f"{BYTES_TAG} holds {_json_type(inner)}, not a base64 string")
             try:
                 data = a2b_base64(inner, strict_mode=True)
             except ValueError as error:  # binascii.Error, or a non-ASCII string
-                raise _invalid(f"invalid base64 in {BYTES_TAG}: {error}") from None
+                raise invalid_message(f"invalid base64 in {BYTES_TAG}: {error}") from None
             if len(data) > max_string:
                 raise LimitExceededError(f"bytes longer than max_string={max_string}")
             return data
         if tag == DATETIME_TAG:
             if type(inner) is not str:
-                raise _invalid(f"{DATETIME_TAG} holds {_json_type(inner)}, not a string")
+                raise invalid_message(f"{DATETIME_TAG} holds {_json_type(inner)}, not a string")
             return parse_datetime(inner)
         if tag == STRUCT_TAG:
             if type(inner) is not dict:
-                raise _invalid(f"{STRUCT_TAG} holds {_json_type(inner)}, not an object")
+                raise invalid_message(f"{STRUCT_TAG} holds {_json_type(inner)}, not an object")
             return struct(inner, depth, budget)
-        raise _invalid(f"unknown tag {tag[:40]!r}: an object whose only key starts with $")
+        raise invalid_message(f"unknown tag {tag[:40]!r}: an object whose only key starts with $")
 
     def walk(node: Any, depth: int, budget: list[int]) -> Value:
         kind = type(node)
@@ -304,11 +298,11 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
             return text(node)
         if kind is int:
             if not INT64_MIN <= node <= INT64_MAX:
-                raise _invalid(f"integer {str(node)[:40]} does not fit in 64 bits")
+                raise invalid_message(f"integer {str(node)[:40]} does not fit in 64 bits")
             return node  # type: ignore[no-any-return]
         if kind is list:
             if depth >= max_depth:
-                raise _too_deep(limits)
+                raise nesting_too_deep(limits)
             spend(budget, len(node))
             return [walk(item, depth + 1, budget) for item in node]
         if kind is dict:
@@ -319,7 +313,7 @@ def _make_walker(limits: Limits) -> tuple[_Walk, Callable[[str], str]]:
             return struct(node, depth, budget)
         if kind is float:
             if not math.isfinite(node):
-                raise _invalid("number out of the range of a double")
+                raise invalid_message("number out of the range of a double")
             return node  # type: ignore[no-any-return]
         return node  # type: ignore[no-any-return]  # true, false, null
 
@@ -429,7 +423,7 @@ class JsonCodec(Codec):
         except ValueError as error:  # JSONDecodeError, or an integer with too many digits
             raise DecodeError(f"not well-formed JSON: {error}") from None
         if type(document) is not dict:
-            raise _invalid(f"a message must be a JSON object, not {_json_type(document)}")
+            raise invalid_message(f"a message must be a JSON object, not {_json_type(document)}")
         return document
 
     def _values(self, nodes: list[Any]) -> list[Value]:
@@ -454,13 +448,13 @@ class JsonCodec(Codec):
         """
         document = self._load(data)
         if document.keys() != {"method", "params"}:
-            raise _invalid(
+            raise invalid_message(
                 'a call must be an object with exactly the members "method" and "params"'
             )
         method = check_method_name(document["method"], decoding=True)
         params = document["params"]
         if type(params) is not list:
-            raise _invalid(f'"params" must be an array, not {_json_type(params)}')
+            raise invalid_message(f'"params" must be an array, not {_json_type(params)}')
         return CallMessage(method, tuple(self._values(params)))
 
     def decode_response(self, data: bytes) -> ReplyMessage | FaultMessage:
@@ -475,14 +469,16 @@ class JsonCodec(Codec):
         if len(document) == 1 and "fault" in document:
             fault = document["fault"]
             if type(fault) is not dict or fault.keys() != {"code", "message"}:
-                raise _invalid(
+                raise invalid_message(
                     '"fault" must be an object with exactly the members "code" and "message"'
                 )
             code = fault["code"]
             message = fault["message"]
             if type(code) is not int or not INT32_MIN <= code <= INT32_MAX:
-                raise _invalid("fault code must be an integer of 32 bits")
+                raise invalid_message("fault code must be an integer of 32 bits")
             if type(message) is not str:
-                raise _invalid(f"fault message must be a string, not {_json_type(message)}")
+                raise invalid_message(f"fault message must be a string, not {_json_type(message)}")
             return FaultMessage(code, self._text(message))
-        raise _invalid('a response must be an object with exactly one member, "result" or "fault"')
+        raise invalid_message(
+            'a response must be an object with exactly one member, "result" or "fault"'
+        )

@@ -30,15 +30,9 @@ from clusterrpc.codecs.base import (
     ReplyMessage,
     check_fault,
     check_method_name,
-)
-from clusterrpc.codecs.base import (
-    invalid_message as _invalid,
-)
-from clusterrpc.codecs.base import (
-    nesting_too_deep as _too_deep,
-)
-from clusterrpc.codecs.base import (
-    string_too_long as _too_long,
+    invalid_message,
+    nesting_too_deep,
+    string_too_long,
 )
 from clusterrpc.errors import DecodeError, EncodeError, LimitExceededError
 from clusterrpc.values import (
@@ -276,7 +270,7 @@ class XmlRpcCodec(Codec):
             )
         root = parse_document(data, self.limits)
         if root.tag != root_tag:
-            raise _invalid(f"expected <{root_tag}>, got <{_tag(root)}>")
+            raise invalid_message(f"expected <{root_tag}>, got <{_tag(root)}>")
         return root
 
     def decode_call(self, data: bytes) -> CallMessage:
@@ -289,12 +283,12 @@ class XmlRpcCodec(Codec):
         """
         root = self._document(data, "methodCall")
         if not len(root) or root[0].tag != "methodName" or len(root[0]):
-            raise _invalid("<methodCall> must start with <methodName>")
+            raise invalid_message("<methodCall> must start with <methodName>")
         method = check_method_name((root[0].text or "").strip(), decoding=True)
         if len(root) == 1:
             return CallMessage(method, ())
         if len(root) > 2 or root[1].tag != "params":
-            raise _invalid("<methodCall> may hold only <methodName> and <params>")
+            raise invalid_message("<methodCall> may hold only <methodName> and <params>")
         return CallMessage(method, tuple(self._walker.params(root[1])))
 
     def decode_response(self, data: bytes) -> ReplyMessage | FaultMessage:
@@ -304,16 +298,18 @@ class XmlRpcCodec(Codec):
         """
         root = self._document(data, "methodResponse")
         if len(root) != 1:
-            raise _invalid("<methodResponse> must hold exactly one <params> or <fault>")
+            raise invalid_message("<methodResponse> must hold exactly one <params> or <fault>")
         body = root[0]
         if body.tag == "params":
             params = self._walker.params(body)
             if len(params) != 1:
-                raise _invalid(f"a response carries exactly one parameter, not {len(params)}")
+                raise invalid_message(
+                    f"a response carries exactly one parameter, not {len(params)}"
+                )
             return ReplyMessage(params[0])
         if body.tag == "fault":
             if len(body) != 1 or body[0].tag != "value":
-                raise _invalid("<fault> must hold exactly one <value>")
+                raise invalid_message("<fault> must hold exactly one <value>")
             fault = self._walker.fault(body[0])
             if (
                 not isinstance(fault, dict)
@@ -321,9 +317,11 @@ class XmlRpcCodec(Codec):
                 or type(fault["faultCode"]) is not int
                 or not isinstance(fault["faultString"], str)
             ):
-                raise _invalid("<fault> must be a struct of int faultCode and string faultString")
+                raise invalid_message(
+                    "<fault> must be a struct of int faultCode and string faultString"
+                )
             return FaultMessage(fault["faultCode"], fault["faultString"])
-        raise _invalid(f"unexpected <{_tag(body)}> in <methodResponse>")
+        raise invalid_message(f"unexpected <{_tag(body)}> in <methodResponse>")
 
 
 
@@ -360,17 +358,17 @@ class _Walker:
             if not len(element):
                 text = element.text or ""  # untyped <value>text</value> is a string
                 if len(text) > max_string:
-                    raise _too_long(limits)
+                    raise string_too_long(limits)
                 return text
             if len(element) != 1:
-                raise _invalid("<value> must hold exactly one type element")
+                raise invalid_message("<value> must hold exactly one type element")
             typed = element[0]
             tag = typed.tag
             # The most frequent types are inlined; the rest go through the _SCALARS table.
             if tag == "string":
                 text = typed.text or ""
                 if len(text) > max_string or len(typed):
-                    raise _too_long(limits) if len(text) > max_string else _nested(typed)
+                    raise string_too_long(limits) if len(text) > max_string else _nested(typed)
                 return text
             if tag in ("int", "i4"):
                 if len(typed):
@@ -382,43 +380,43 @@ class _Walker:
                     raise _nested(typed)
                 result = scalar(typed)
                 if tag == "base64" and len(result) > max_string:  # type: ignore[arg-type]
-                    raise _too_long(limits)
+                    raise string_too_long(limits)
                 return result
             if tag == "struct":
                 if depth >= max_depth:
-                    raise _too_deep(limits)
+                    raise nesting_too_deep(limits)
                 spend(budget, len(typed))
                 struct: dict[str, Value] = {}
                 for member in typed:
                     if member.tag != "member" or len(member) != 2:
-                        raise _invalid(
+                        raise invalid_message(
                             "<struct> must hold <member> elements of <name> and <value>"
                         )
                     name = member[0]  # indexing is twice as fast as unpacking an Element
                     item = member[1]
                     if name.tag != "name" or item.tag != "value" or len(name):
-                        raise _invalid("a <member> must hold <name> then <value>")
+                        raise invalid_message("a <member> must hold <name> then <value>")
                     key = name.text or ""
                     if len(key) > max_string:
-                        raise _too_long(limits)
+                        raise string_too_long(limits)
                     struct[key] = value(item, depth + 1, budget)
                 return struct
             if tag == "array":
                 if depth >= max_depth:
-                    raise _too_deep(limits)
+                    raise nesting_too_deep(limits)
                 if len(typed) != 1 or typed[0].tag != "data":
-                    raise _invalid("<array> must hold exactly one <data>")
+                    raise invalid_message("<array> must hold exactly one <data>")
                 data = typed[0]
                 spend(budget, len(data))
                 array = []
                 for item in data:
                     if item.tag != "value":
-                        raise _invalid("<data> may hold only <value> elements")
+                        raise invalid_message("<data> may hold only <value> elements")
                     array.append(value(item, depth + 1, budget))
                 return array
             if tag in (_EX + "serializable", _EX + "dom"):
-                raise _invalid(f"<{_tag(typed)}> values are never accepted")
-            raise _invalid(f"unsupported XML-RPC type <{_tag(typed)}>")
+                raise invalid_message(f"<{_tag(typed)}> values are never accepted")
+            raise invalid_message(f"unsupported XML-RPC type <{_tag(typed)}>")
 
         def params(element: Element) -> list[Value]:
             budget = [max_items]
@@ -426,7 +424,7 @@ class _Walker:
             result = []
             for param in element:
                 if param.tag != "param" or len(param) != 1 or param[0].tag != "value":
-                    raise _invalid("<params> must hold <param> elements of one <value> each")
+                    raise invalid_message("<params> must hold <param> elements of one <value> each")
                 result.append(value(param[0], 0, budget))
             return result
 
@@ -438,7 +436,7 @@ class _Walker:
 
 
 def _nested(element: Element) -> DecodeError:
-    return _invalid(f"<{_tag(element)}> must not contain elements")
+    return invalid_message(f"<{_tag(element)}> must not contain elements")
 
 
 
@@ -449,11 +447,11 @@ def _int(element: Element) -> int:
     try:
         number = int(text)
     except ValueError:
-        raise _invalid(f"invalid integer {text[:40]!r}") from None
+        raise invalid_message(f"invalid integer {text[:40]!r}") from None
     if ("_" in text or not text.isascii()) and not _INTEGER.match(text):
-        raise _invalid(f"invalid integer {text[:40]!r}")
+        raise invalid_message(f"invalid integer {text[:40]!r}")
     if not INT64_MIN <= number <= INT64_MAX:
-        raise _invalid(f"integer {text.strip()[:40]} does not fit in 64 bits")
+        raise invalid_message(f"integer {text.strip()[:40]} does not fit in 64 bits")
     return number
 
 
@@ -466,16 +464,16 @@ def _boolean(element: Element) -> bool:
     lowered = text.lower()
     if lowered in ("true", "false"):  # sent by some implementations; the spec says 0 or 1
         return lowered == "true"
-    raise _invalid(f"invalid boolean {text[:40]!r}")
+    raise invalid_message(f"invalid boolean {text[:40]!r}")
 
 
 def _double(element: Element) -> float:
     text = element.text or ""
     if not _DOUBLE.match(text):
-        raise _invalid(f"invalid double {text[:40]!r}")
+        raise invalid_message(f"invalid double {text[:40]!r}")
     number = float(text)
     if not math.isfinite(number):  # e.g. 1e999
-        raise _invalid(f"double {text.strip()[:40]} is out of range")
+        raise invalid_message(f"double {text.strip()[:40]} is out of range")
     return number
 
 
@@ -494,7 +492,7 @@ def _base64(element: Element) -> bytes:
     try:
         return binascii.a2b_base64(compact, strict_mode=True)
     except binascii.Error as error:
-        raise _invalid(f"invalid base64: {error}") from None
+        raise invalid_message(f"invalid base64: {error}") from None
 
 
 def _datetime(element: Element) -> _dt.datetime:
@@ -503,7 +501,7 @@ def _datetime(element: Element) -> _dt.datetime:
 
 def _nil(element: Element) -> None:
     if element.text and not element.text.isspace():
-        raise _invalid("<nil/> must be empty")
+        raise invalid_message("<nil/> must be empty")
 
 
 _SCALARS: dict[str, Callable[[Element], Value]] = {
