@@ -20,6 +20,8 @@ distinctions that callers act on:
     ├── EncodeError                a local value cannot be put on the wire      (ValueError)
     ├── DecodeError                incoming bytes are malformed or unsafe       (ValueError)
     │   └── LimitExceededError     incoming bytes exceed a configured limit
+    ├── CallTimeoutError           no reply before the call's deadline          (TimeoutError)
+    ├── CallCancelledError         the caller cancelled the call before its reply
     └── AuthenticationError        an incoming packet was refused: never act on it
         ├── PacketError            truncated, oversized or malformed packet or frame
         ├── WrongClusterError      the packet names another cluster
@@ -46,6 +48,8 @@ import enum
 __all__ = [
     "AuthenticationError",
     "BadAuthenticatorError",
+    "CallCancelledError",
+    "CallTimeoutError",
     "ClusterRPCError",
     "ConfigurationError",
     "DecodeError",
@@ -187,6 +191,15 @@ class KeyringError(ConfigurationError):
     """A keyring file is missing, malformed, or readable by group or others while it holds
     secrets (as ssh refuses such private keys). The message says how to fix it; it never
     contains key material."""
+
+
+class CallTimeoutError(ClusterRPCError, TimeoutError):
+    """No reply arrived before the call's deadline. The call may still have run on the server:
+    a timed-out call has an unknown outcome, and a late reply is discarded."""
+
+
+class CallCancelledError(ClusterRPCError):
+    """The caller cancelled the call before its reply arrived; a late reply is discarded."""
 
 
 class AuthenticationError(ClusterRPCError):
