@@ -12,6 +12,8 @@ in :mod:`clusterrpc.packet`, :mod:`clusterrpc.envelope`, :mod:`clusterrpc.replay
 from clusterrpc.errors import (
     AuthenticationError,
     BadAuthenticatorError,
+    CallCancelledError,
+    CallTimeoutError,
     ClusterRPCError,
     ConfigurationError,
     DecodeError,
@@ -32,6 +34,7 @@ from clusterrpc.errors import (
     WrongClusterError,
 )
 from clusterrpc.keyring import Keyring
+from clusterrpc.rpc import CallContext, current_call, oneway, remote
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 __version__ = "0.1.0"
@@ -40,6 +43,9 @@ __all__ = [
     "DEFAULT_LIMITS",
     "AuthenticationError",
     "BadAuthenticatorError",
+    "CallCancelledError",
+    "CallContext",
+    "CallTimeoutError",
     "ClusterRPCError",
     "ConfigurationError",
     "DecodeError",
@@ -62,4 +68,7 @@ __all__ = [
     "Value",
     "WrongClusterError",
     "__version__",
+    "current_call",
+    "oneway",
+    "remote",
 ]

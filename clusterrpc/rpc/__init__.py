@@ -1,0 +1,11 @@
+"""The RPC layer (sans-I/O): decorators, the registry of served methods, dispatch,
+introspection, multicall, the call context, and the client side's call tracking.
+
+Transports (asyncio) drive these objects; nothing here opens a socket or reads a clock.
+"""
+
+from clusterrpc.rpc.context import CallContext, current_call
+from clusterrpc.rpc.decorators import oneway, remote
+from clusterrpc.rpc.service import Method, ServiceRegistry
+
+__all__ = ["CallContext", "Method", "ServiceRegistry", "current_call", "oneway", "remote"]
