@@ -22,6 +22,7 @@ distinctions that callers act on:
     │   └── LimitExceededError     incoming bytes exceed a configured limit
     ├── CallTimeoutError           no reply before the call's deadline          (TimeoutError)
     ├── CallCancelledError         the caller cancelled the call before its reply
+    ├── TooManyCallsError          a call started with every in-flight slot taken (yours)
     └── AuthenticationError        an incoming packet was refused: never act on it
         ├── PacketError            truncated, oversized or malformed packet or frame
         ├── WrongClusterError      the packet names another cluster
@@ -62,6 +63,7 @@ __all__ = [
     "PacketError",
     "ReplayError",
     "StaleEpochError",
+    "TooManyCallsError",
     "TooOldError",
     "UnknownCodecError",
     "UnknownKeyError",
@@ -135,7 +137,8 @@ class Fault(ClusterRPCError):
 class ConfigurationError(ClusterRPCError, ValueError):
     """A keyword argument, configuration file or plugin is invalid.
 
-    Raised when objects are constructed or plugins are loaded, never for bytes that arrive.
+    Raised when objects are constructed, plugins are loaded, or a call is given a bad option
+    (e.g. a negative ``timeout``); never for bytes that arrive.
     """
 
 
@@ -200,6 +203,12 @@ class CallTimeoutError(ClusterRPCError, TimeoutError):
 
 class CallCancelledError(ClusterRPCError):
     """The caller cancelled the call before its reply arrived; a late reply is discarded."""
+
+
+class TooManyCallsError(ClusterRPCError):
+    """A normal call was started while every in-flight slot of its endpoint was taken
+    (``CallTracker.start``). A local error: the I/O layer must check ``has_capacity`` and wait
+    for an outcome first. Nothing was sent and no call id was used."""
 
 
 class AuthenticationError(ClusterRPCError):

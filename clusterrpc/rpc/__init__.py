@@ -4,8 +4,27 @@ introspection, multicall, the call context, and the client side's call tracking.
 Transports (asyncio) drive these objects; nothing here opens a socket or reads a clock.
 """
 
+from clusterrpc.rpc.calls import (
+    CallFailed,
+    CallOutcome,
+    CallSucceeded,
+    CallTracker,
+    OutgoingCall,
+)
 from clusterrpc.rpc.context import CallContext, current_call
 from clusterrpc.rpc.decorators import oneway, remote
 from clusterrpc.rpc.service import Method, ServiceRegistry
 
-__all__ = ["CallContext", "Method", "ServiceRegistry", "current_call", "oneway", "remote"]
+__all__ = [
+    "CallContext",
+    "CallFailed",
+    "CallOutcome",
+    "CallSucceeded",
+    "CallTracker",
+    "Method",
+    "OutgoingCall",
+    "ServiceRegistry",
+    "current_call",
+    "oneway",
+    "remote",
+]
