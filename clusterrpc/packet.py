@@ -135,7 +135,7 @@ class HeaderTemplate:
     ``struct.pack`` call. Raises :class:`EncodeError` for fields that cannot go in a header.
     """
 
-    __slots__ = ("_middle", "_names", "_struct", "epoch", "scheme_id", "size")
+    __slots__ = ("_middle", "_names", "_struct", "size")
 
     def __init__(
         self, *, key_id: str, cluster: str, sender: str, scheme_id: int, epoch: int
@@ -150,8 +150,6 @@ class HeaderTemplate:
             )
         except struct.error as error:
             raise EncodeError(f"header field out of range: {error}") from None
-        self.scheme_id = scheme_id
-        self.epoch = epoch
         self._names = key + cluster_name + sender_name
         # The whole header, spec/packet.md's table with the constant runs as byte strings.
         self._struct = struct.Struct(f">3sBB13sQQQI{len(self._names)}s")

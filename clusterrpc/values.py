@@ -53,6 +53,7 @@ __all__ = [
     "format_datetime",
     "format_path",
     "parse_datetime",
+    "same_value",
 ]
 
 Value: TypeAlias = (
@@ -339,3 +340,26 @@ def parse_datetime(text: str) -> _dt.datetime:
             f"invalid dateTime.iso8601 value {text[:40]!r}: {error}",
             fault_code=FaultCode.INVALID_REQUEST,
         ) from None
+
+
+def same_value(left: object, right: object) -> bool:
+    """Whether two *decoded* values are exactly the same value of the model.
+
+    Stricter than ``==``: types must match (``1``, ``1.0`` and ``True`` differ), ``-0.0`` is not
+    ``0.0``, and aware datetimes must have the same UTC offset, not only the same instant (a
+    naive datetime never equals an aware one). Used to check exact round trips.
+    """
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same_value, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(same_value(left[k], right[k]) for k in left)
+    if isinstance(left, float) and isinstance(right, float):
+        return left == right and math.copysign(1.0, left) == math.copysign(1.0, right)
+    if isinstance(left, _dt.datetime) and isinstance(right, _dt.datetime):
+        naive = left.tzinfo is None
+        return naive == (right.tzinfo is None) and left == right and (
+            naive or left.utcoffset() == right.utcoffset()
+        )
+    return bool(left == right)

@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from clusterrpc.values import INT64_MAX, INT64_MIN
+from clusterrpc.values import INT64_MAX, INT64_MIN, same_value
 
 # Characters XML 1.0 can carry (clusterrpc.values: the rule every codec enforces).
 xml_chars = st.one_of(
@@ -55,19 +55,5 @@ method_names = st.text(
 )
 
 
-def same(left: Any, right: Any) -> bool:
-    """Exact equality for decoded values: also compares types (1 vs 1.0 vs True) and the UTC
-    offset of aware datetimes (equal instants with different offsets are different values)."""
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, list):
-        return len(left) == len(right) and all(map(same, left, right))
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(same(left[k], right[k]) for k in left)
-    if isinstance(left, float):
-        return left == right and str(left) == str(right)  # -0.0 vs 0.0
-    if isinstance(left, dt.datetime):
-        return left == right and left.utcoffset() == right.utcoffset() and (
-            (left.tzinfo is None) == (right.tzinfo is None)
-        )
-    return bool(left == right)
+# The strict comparison of decoded values lives in the package (the CLI's round trip uses it).
+same = same_value

@@ -39,6 +39,7 @@ from clusterrpc.codecs import (
     default_registry,
 )
 from clusterrpc.errors import ClusterRPCError, ConfigurationError, DecodeError, EncodeError
+from clusterrpc.values import same_value
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -91,20 +92,6 @@ def _cmd_codecs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _same(left: Any, right: Any) -> bool:
-    """Exact equality of decoded values, types included (1 is not 1.0 is not True)."""
-    if isinstance(left, tuple):
-        left = list(left)
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, list):
-        return len(left) == len(right) and all(map(_same, left, right))
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
-    if isinstance(left, dt.datetime):
-        return bool(left == right) and left.utcoffset() == right.utcoffset()
-    return bool(left == right)
-
 
 def _cmd_roundtrip(args: argparse.Namespace) -> int:
     registry = default_registry()
@@ -120,7 +107,7 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
         fault = codec.encode_fault(-32601, "method 'election.bogus' not found")
         exact = (
             codec.decode_call(call) == CallMessage("election.vote", tuple(params))
-            and _same(codec.decode_call(call).params, params)
+            and same_value(list(codec.decode_call(call).params), params)
             and codec.decode_response(reply) == ReplyMessage({"granted": True, "term": 42})
             and codec.decode_response(fault)
             == FaultMessage(-32601, "method 'election.bogus' not found")

@@ -1,4 +1,4 @@
-"""Safe XML parsing for the XML codecs (``xmlrpc``, ``compact``).
+"""Safe XML parsing, and the text escaping, shared by the XML codecs (``xmlrpc``, ``compact``).
 
 Theory of operation
 -------------------
@@ -35,7 +35,7 @@ from defusedxml import DefusedXmlException
 from clusterrpc.errors import DecodeError, FaultCode, LimitExceededError
 from clusterrpc.values import Limits
 
-__all__ = ["parse_document"]
+__all__ = ["escape_text", "parse_document"]
 
 # Encodings expat decodes natively and that are ASCII-compatible, so that our byte-level prolog
 # scan sees what expat sees. Names as in XML 1.0 section 4.3.3 (case-insensitive).
@@ -57,6 +57,21 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 # member: <member><name></name><value><T></T></value></member>), plus a fixed envelope.
 _MARKUP_PER_ITEM = 8
 _MARKUP_ENVELOPE = 64
+
+
+def escape_text(text: str) -> str:
+    """``text`` as XML character data: ``&``, ``<``, ``>`` escaped, and carriage return as
+    ``&#13;`` (an XML parser turns a literal CR into LF, so it would not round-trip). The
+    caller has already refused characters XML 1.0 cannot carry."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return text
 
 
 def _markup_budget(limits: Limits) -> int:

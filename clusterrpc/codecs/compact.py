@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 from xml.etree.ElementTree import Element
 
-from clusterrpc.codecs._safexml import parse_document
+from clusterrpc.codecs._safexml import escape_text, parse_document
 from clusterrpc.codecs.base import (
     CallMessage,
     Codec,
@@ -71,23 +71,10 @@ _FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 _LAYOUT = " \t\r\n"
 
 
-def _escape_text(text: str) -> str:
-    # '\r' must travel as a character reference: XML parsers turn a literal CR into LF.
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    return text
-
-
 def _escape_attribute(text: str) -> str:
     # Attribute-value normalisation (XML 1.0 section 3.3.3) turns a literal TAB, LF or CR into a
     # space, so those three must travel as character references to survive.
-    text = _escape_text(text)
+    text = escape_text(text)
     if '"' in text:
         text = text.replace('"', "&quot;")
     if "\t" in text:
@@ -133,7 +120,7 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
             if value:
                 append(head)
                 append(">")
-                append(_escape_text(checked(value)))  # type: ignore[arg-type]
+                append(escape_text(checked(value)))  # type: ignore[arg-type]
                 append("</LI>")
             else:
                 append(head)
@@ -288,7 +275,7 @@ class CompactCodec(Codec):
         code, message = check_fault(code, message)
         check_value(message, self.limits, "fault.message")
         if message:
-            text = f'<FAULT code="{code}">{_escape_text(message)}</FAULT>'
+            text = f'<FAULT code="{code}">{escape_text(message)}</FAULT>'
         else:
             text = f'<FAULT code="{code}"/>'
         data = text.encode("utf-8")

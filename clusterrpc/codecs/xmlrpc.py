@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 from xml.etree.ElementTree import Element
 
-from clusterrpc.codecs._safexml import parse_document
+from clusterrpc.codecs._safexml import escape_text, parse_document
 from clusterrpc.codecs.base import (
     CallMessage,
     Codec,
@@ -61,19 +61,6 @@ _DOUBLE = re.compile(
 )
 
 
-def _escape(text: str) -> str:
-    # '\r' must travel as a character reference: XML parsers turn a literal CR into LF.
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    return text
-
-
 class _Unusual(Exception):
     """Raised inside the fast encoder to hand the value to the precise slow path."""
 
@@ -101,7 +88,7 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
         # (tabs, newlines, non-BMP characters and the truly invalid ones).
         if not value.isprintable() and invalid_char(value) is not None:
             raise _Unusual
-        return _escape(value)
+        return escape_text(value)
 
     def encode(value: object, append: Callable[[str], None], depth: int) -> int:
         kind = type(value)
