@@ -23,6 +23,11 @@ distinctions that callers act on:
     ├── CallTimeoutError           no reply before the call's deadline          (TimeoutError)
     ├── CallCancelledError         the caller cancelled the call before its reply
     ├── TooManyCallsError          a call started with every in-flight slot taken (yours)
+    ├── TransportError             the call could not be carried to or from the peer
+    │   ├── ConnectError           connecting failed (refused, unreachable, no such socket)
+    │   ├── ConnectionLostError    the peer closed or broke the connection mid-call
+    │   ├── ConnectionClosedError  you closed the client or node (or it is not started)
+    │   └── HTTPError              an HTTP endpoint answered with an HTTP error status
     └── AuthenticationError        an incoming packet was refused: never act on it
         ├── PacketError            truncated, oversized or malformed packet or frame
         ├── WrongClusterError      the packet names another cluster
@@ -36,7 +41,10 @@ distinctions that callers act on:
 
 Every ``AuthenticationError`` subclass names, in ``counter``, the counter that the packet layer
 increments when it refuses a packet that way (``clusterrpc.envelope.PacketCounters``).
-Later layers (transports) add their branches to this tree, and this drawing with them.
+``TransportError`` is where operating-system errors (``OSError``: refused connections, resets,
+missing socket files) are translated, at the transport boundary and nowhere else; the original
+``OSError`` is the ``__cause__``. A call that failed with ``ConnectionLostError`` may or may not
+have run on the server, like a timed-out one.
 
 Fault codes follow the XML-RPC fault-interoperability specification; see :class:`FaultCode`
 and ``spec/codecs.md``.
@@ -63,8 +71,13 @@ __all__ = [
     "PacketError",
     "ReplayError",
     "StaleEpochError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConnectionLostError",
+    "HTTPError",
     "TooManyCallsError",
     "TooOldError",
+    "TransportError",
     "UnknownCodecError",
     "UnknownKeyError",
     "UnknownSchemeError",
@@ -209,6 +222,36 @@ class TooManyCallsError(ClusterRPCError):
     """A normal call was started while every in-flight slot of its endpoint was taken
     (``CallTracker.start``). A local error: the I/O layer must check ``has_capacity`` and wait
     for an outcome first. Nothing was sent and no call id was used."""
+
+
+class TransportError(ClusterRPCError):
+    """A call could not be carried to or from its peer. Raised by transports, which translate
+    ``OSError`` into these (the ``OSError`` is kept as ``__cause__``)."""
+
+
+class ConnectError(TransportError, ConnectionError):
+    """Connecting to the peer failed: refused, unreachable, timed out, or no socket file."""
+
+
+class ConnectionLostError(TransportError, ConnectionError):
+    """The peer closed or broke the connection (or sent bytes that broke framing) while calls
+    were in flight. Those calls have an unknown outcome: they may have run. The next call
+    reconnects."""
+
+
+class ConnectionClosedError(TransportError):
+    """The client or node was closed by its owner (or was never started): no call can be made
+    through it. Not a network failure."""
+
+
+class HTTPError(TransportError):
+    """An HTTP endpoint answered a call with an HTTP error status instead of an XML-RPC
+    response (``status`` holds it: e.g. 401 without valid credentials, 404 for a wrong path)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status} {reason}".rstrip())
+        self.status = status
+        self.reason = reason
 
 
 class AuthenticationError(ClusterRPCError):
