@@ -9,6 +9,7 @@ in :mod:`clusterrpc.packet`, :mod:`clusterrpc.envelope`, :mod:`clusterrpc.replay
 :mod:`clusterrpc.auth`).
 """
 
+from clusterrpc.client import Client, connect
 from clusterrpc.errors import (
     AuthenticationError,
     BadAuthenticatorError,
@@ -16,10 +17,14 @@ from clusterrpc.errors import (
     CallTimeoutError,
     ClusterRPCError,
     ConfigurationError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectionLostError,
     DecodeError,
     EncodeError,
     Fault,
     FaultCode,
+    HTTPError,
     InsecurePacketError,
     KeyringError,
     LimitExceededError,
@@ -28,6 +33,7 @@ from clusterrpc.errors import (
     StaleEpochError,
     TooManyCallsError,
     TooOldError,
+    TransportError,
     UnknownCodecError,
     UnknownKeyError,
     UnknownSchemeError,
@@ -35,6 +41,7 @@ from clusterrpc.errors import (
     WrongClusterError,
 )
 from clusterrpc.keyring import Keyring
+from clusterrpc.node import Node, Peer
 from clusterrpc.rpc import CallContext, current_call, oneway, remote
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
@@ -47,22 +54,30 @@ __all__ = [
     "CallCancelledError",
     "CallContext",
     "CallTimeoutError",
+    "Client",
     "ClusterRPCError",
     "ConfigurationError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConnectionLostError",
     "DecodeError",
     "EncodeError",
     "Fault",
     "FaultCode",
+    "HTTPError",
     "InsecurePacketError",
     "Keyring",
     "KeyringError",
     "LimitExceededError",
     "Limits",
+    "Node",
     "PacketError",
+    "Peer",
     "ReplayError",
     "StaleEpochError",
     "TooManyCallsError",
     "TooOldError",
+    "TransportError",
     "UnknownCodecError",
     "UnknownKeyError",
     "UnknownSchemeError",
@@ -70,6 +85,7 @@ __all__ = [
     "Value",
     "WrongClusterError",
     "__version__",
+    "connect",
     "current_call",
     "oneway",
     "remote",

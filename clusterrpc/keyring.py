@@ -25,6 +25,7 @@ The file format (TOML, bytes in standard padded base64)::
     # clusterrpc keyring: keep private (chmod 600)
     format = 1                      # required; the only version so far
     node = "n1"                     # optional; required when the file holds ed25519 keys
+    cluster = "ORG/UK/EDIN"         # optional: the cluster clients (`connect`, CLI) call
     signing = "hmac-sha256-20261122-3f9a"   # optional: the key id that signs outgoing packets
 
     [[key]]                         # zero or more: this node's keys, all accepted
@@ -90,7 +91,7 @@ a mistaken path (a device, a log file) from being read without end."""
 
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_NODE_BYTES = 255
-_TOP_FIELDS = ("format", "node", "signing", "key", "trusted")
+_TOP_FIELDS = ("format", "node", "cluster", "signing", "key", "trusted")
 _KEY_FIELDS = ("id", "scheme", "secret", "public")
 _TRUSTED_FIELDS = ("node", "id", "scheme", "public")
 
@@ -148,18 +149,21 @@ class Keyring:
     a ``signing_key_id`` that names no key, or a duplicate id.
     """
 
-    __slots__ = ("_keys", "_node", "_signing_key_id", "_trusted", "_trusted_nodes")
+    __slots__ = ("_cluster", "_keys", "_node", "_signing_key_id", "_trusted", "_trusted_nodes")
 
     def __init__(
         self,
         *,
         node: str | None = None,
+        cluster: str | None = None,
         keys: Iterable[Key] = (),
         trusted: Iterable[TrustedKey] = (),
         signing_key_id: str | None = None,
     ) -> None:
         if node is not None:
             _check_node(node, "node")
+        if cluster is not None:
+            _check_node(cluster, "cluster")  # the same rule as names in packet headers
         own: dict[str, Key] = {}
         for key in keys:
             if not isinstance(key, Key):
@@ -203,12 +207,19 @@ class Keyring:
                 f" (keys: {', '.join(own) or 'none'})"
             )
         self._node = node
+        self._cluster = cluster
         self._keys = own
         self._trusted = others
         self._trusted_nodes = frozenset(name for name, _ in others)
         self._signing_key_id = signing_key_id
 
     # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> str | None:
+        """The cluster these keys are for, when the file says (``connect()`` and the CLI use
+        it as their default cluster name)."""
+        return self._cluster
 
     @property
     def node(self) -> str | None:
@@ -297,6 +308,7 @@ class Keyring:
     def _replace(self, **changes: Any) -> Keyring:
         fields: dict[str, Any] = {
             "node": self._node,
+            "cluster": self._cluster,
             "keys": self._keys.values(),
             "trusted": self._trusted.values(),
             "signing_key_id": self._signing_key_id,
@@ -416,6 +428,7 @@ class Keyring:
                 f"{source}: unsupported format {version!r}; this version reads format {FORMAT}"
             )
         node = _optional_str(document, "node", source)
+        cluster = _optional_str(document, "cluster", source)
         signing = _optional_str(document, "signing", source)
         keys = [
             _parse_key(entry, f"{source}: [[key]] #{number}")
@@ -426,7 +439,8 @@ class Keyring:
             for number, entry in enumerate(_tables(document, "trusted", source), 1)
         ]
         try:
-            return cls(node=node, keys=keys, trusted=trusted, signing_key_id=signing)
+            return cls(node=node, cluster=cluster, keys=keys, trusted=trusted,
+                       signing_key_id=signing)
         except KeyringError as error:
             raise KeyringError(f"{source}: {error}") from None
 
@@ -447,6 +461,8 @@ class Keyring:
         lines.append(f"format = {FORMAT}")
         if self._node is not None:
             lines.append(f"node = {_toml_str(self._node)}")
+        if self._cluster is not None:
+            lines.append(f"cluster = {_toml_str(self._cluster)}")
         if self._signing_key_id is not None:
             lines.append(f"signing = {_toml_str(self._signing_key_id)}")
         for key in self._keys.values():
@@ -555,8 +571,9 @@ class Keyring:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Keyring):
             return NotImplemented
-        return (self._node, self._signing_key_id, self._keys, self._trusted) == (
+        return (self._node, self._cluster, self._signing_key_id, self._keys, self._trusted) == (
             other._node,
+            other._cluster,
             other._signing_key_id,
             other._keys,
             other._trusted,

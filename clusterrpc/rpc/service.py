@@ -29,7 +29,7 @@ import re
 import traceback
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from clusterrpc.codecs.base import CallMessage
@@ -247,6 +247,51 @@ class ServiceRegistry:
                         f"{_describe(hint)}, not {type(item).__name__}",
                     )
 
+    def run(self, call: CallMessage, context: CallContext) -> Value | Coroutine[Any, Any, Value]:
+        """Start ``call``: run a plain method to completion now, or return a coroutine to await.
+
+        The transports' fast path: a plain (not ``async``) method runs inline, with no task and
+        no event-loop round trip, and its value is returned; an ``async`` method (or a plain one
+        that returns an awaitable) gives a coroutine that finishes the call like
+        :meth:`invoke`. Raises :class:`~clusterrpc.errors.Fault` exactly as :meth:`invoke` does
+        (at once for an unknown method, bad arguments or a plain method that raised). Tell the
+        two results apart with :func:`inspect.iscoroutine`: no :data:`~clusterrpc.values.Value`
+        is a coroutine.
+        """
+        method = self.lookup(call.method)
+        if method.is_async:
+            return self.invoke(call, context)
+        self.check_arguments(method, call.params)
+        token = enter_call(context)
+        try:
+            result = method.function(*call.params)
+        except Fault:
+            raise
+        except Exception as error:
+            raise self._application_fault(error) from error
+        finally:
+            leave_call(token)
+        if inspect.isawaitable(result):
+            return self._finish(result, context)
+        return typing.cast(Value, result)
+
+    async def _finish(self, awaitable: Awaitable[Any], context: CallContext) -> Value:
+        token = enter_call(context)
+        try:
+            return typing.cast(Value, await awaitable)
+        except Fault:
+            raise
+        except Exception as error:
+            raise self._application_fault(error) from error
+        finally:
+            leave_call(token)
+
+    def _application_fault(self, error: Exception) -> Fault:
+        message = f"{type(error).__name__}: {error}"
+        if self.debug:
+            message += "\n" + "".join(traceback.format_exception(error))
+        return Fault(FaultCode.APPLICATION_ERROR, message)
+
     async def invoke(self, call: CallMessage, context: CallContext) -> Value:
         """Run ``call`` with ``context`` as :func:`~clusterrpc.current_call`; return its value.
 
@@ -263,10 +308,7 @@ class ServiceRegistry:
         except Fault:
             raise
         except Exception as error:
-            message = f"{type(error).__name__}: {error}"
-            if self.debug:
-                message += "\n" + "".join(traceback.format_exception(error))
-            raise Fault(FaultCode.APPLICATION_ERROR, message) from error
+            raise self._application_fault(error) from error
         finally:
             leave_call(token)
         return typing.cast(Value, result)

@@ -1,0 +1,158 @@
+"""``connect()``: the blocking client for scripts and admin tools.
+
+::
+
+    with clusterrpc.connect("tcp://127.0.0.1:7400", keyring=keyring) as n1:
+        n1.election.status()
+        n1.oneway.election.vote(3, "admin")       # returns once sent
+        n1.system.listMethods()
+
+It shares the sans-I/O core with :class:`~clusterrpc.Node` (codecs, packets, call tracking) but
+needs no event loop: each call is sealed, written and answered in the calling thread over a
+plain socket, which is also the fastest way to make one call after another.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Any
+
+from clusterrpc.envelope import DEFAULT_MAX_PACKET
+from clusterrpc.errors import ConfigurationError
+from clusterrpc.keyring import Keyring
+from clusterrpc.node import check_timeout
+from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
+from clusterrpc.transports.addresses import parse_address
+from clusterrpc.transports.base import BlockingChannel
+from clusterrpc.transports.datagrams import BlockingDatagramChannel
+from clusterrpc.transports.engine import Messenger
+from clusterrpc.transports.streams import BlockingStreamChannel
+from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
+
+__all__ = ["Client", "connect"]
+
+
+def _client_name(keyring: Keyring | None) -> str:
+    """The sender name of a client's packets.
+
+    A public-key (ed25519) keyring can only sign as the node it names. With a shared key, a
+    unique name per client: receivers keep the newest epoch per sender name, so two clients
+    (or a client and a node) sharing a name would make each other's packets look stale.
+    """
+    if keyring is not None and keyring.signing_key_id is not None:
+        key = keyring.signing_key()
+        if key.public is not None and keyring.node is not None:
+            return keyring.node
+    host = socket.gethostname().split(".")[0][:64] or "host"
+    return f"client.{host}.{os.getpid()}.{secrets.token_hex(3)}"
+
+
+class Client:
+    """A blocking client of one endpoint (build it with :func:`connect`).
+
+    ``client.svc.method(*args, timeout=…)`` returns the method's value;
+    ``client.oneway.svc.method(*args)`` returns ``None`` once the packet is sent;
+    ``client.call("svc.method", *args, timeout=…, oneway=False)`` takes the name as a string.
+    Failures raise :class:`~clusterrpc.errors.Fault` (the method answered with a fault) or the
+    transport errors of :mod:`clusterrpc.transports.base` (timeouts included). Thread-safe;
+    calls from several threads take turns. Close it (or use ``with``) to release the socket.
+    """
+
+    def __init__(self, channel: BlockingChannel, *, timeout: float | None) -> None:
+        self._channel = channel
+        self.timeout = timeout
+        self.url = channel.url
+        self.oneway = MethodProxy(self._invoke, "", oneway=True)
+        """The one-way proxy: ``client.oneway.svc.method(…)``."""
+
+    def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool
+                ) -> Value:
+        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
+        return self._channel.call(method, params, timeout=timeout, oneway=oneway)
+
+    def call(self, method: str, *params: Value, timeout: Any = DEFAULT,
+             oneway: bool = False) -> Value:
+        """Call ``method`` by its full name (see the class docstring)."""
+        return self._invoke(method, params, timeout, oneway)
+
+    def __getattr__(self, attribute: str) -> MethodProxy:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return MethodProxy(self._invoke, attribute, oneway=False)
+
+    def close(self) -> None:
+        """Close the connection; later calls raise
+        :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<clusterrpc.Client {self.url}>"
+
+
+def connect(
+    url: str,
+    *,
+    keyring: Keyring | None = None,
+    cluster: str | None = None,
+    node: str | None = None,
+    timeout: float | None = 30.0,
+    codec: str | int = "xmlrpc",
+    insecure: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    max_packet: int = DEFAULT_MAX_PACKET,
+    credentials: tuple[str, str] | None = None,
+) -> Client:
+    """A blocking :class:`Client` for the endpoint ``url``.
+
+    ``tcp://``, ``unix://`` and ``udp://`` endpoints speak signed packets: ``keyring`` signs
+    the calls and verifies the answers, and ``cluster`` names the cluster (default: the
+    keyring's ``cluster``). ``node`` is the name the calls are signed as (default: the keyring's
+    node for ed25519 keys, else a unique ``client.HOST.PID.RANDOM``). ``insecure=True`` with no
+    keyring sends unauthenticated packets, for explicitly insecure nodes only.
+
+    ``http://`` and ``https://`` endpoints speak standard XML-RPC: any XML-RPC server works.
+    ``credentials`` is the HTTP Basic ``(user, password)``; by default a clusterrpc node's
+    credentials are derived from ``keyring`` when it has keys.
+
+    ``timeout``: the default per-call timeout in seconds (``None``: wait forever; UDP calls
+    always need one). Nothing is connected until the first call. Raises
+    :class:`~clusterrpc.errors.ConfigurationError` for a bad URL or configuration.
+    """
+    address = parse_address(url)
+    timeout = check_timeout(timeout)
+    channel: BlockingChannel
+    if address.scheme in ("http", "https"):
+        # Imported on use: scripts that never speak HTTP do not load h11.
+        from clusterrpc.transports.http import (  # noqa: PLC0415
+            HttpBlockingChannel,
+            http_credentials,
+        )
+
+        if credentials is None and keyring is not None and keyring.keys:
+            credentials = http_credentials(keyring)
+        channel = HttpBlockingChannel(url, credentials=credentials, limits=limits)
+        return Client(channel, timeout=timeout)
+    if address.multicast:
+        raise ConfigurationError(f"{url} is a multicast group; connect() calls one endpoint")
+    cluster = cluster or (keyring.cluster if keyring is not None else None)
+    if not cluster:
+        raise ConfigurationError(
+            "connect() needs the cluster name: pass cluster=… or set `cluster` in the keyring"
+        )
+    messenger = Messenger(
+        node=node or _client_name(keyring), cluster=cluster, keyring=keyring,
+        insecure=insecure, codec=codec, limits=limits, max_packet=max_packet,
+    )  # fmt: skip
+    if address.stream:
+        channel = BlockingStreamChannel(address, messenger)
+    else:
+        channel = BlockingDatagramChannel(address, messenger)
+    return Client(channel, timeout=timeout)

@@ -1,0 +1,378 @@
+"""``Node``: a cluster member that serves methods and calls other nodes (asyncio).
+
+::
+
+    node = Node("n1", cluster="ORG/UK/EDIN", keyring=Keyring.load("cluster.keys"),
+                listen=["tcp://127.0.0.1:7400", "udp://127.0.0.1:7400"])
+    node.serve(Election(), name="election")
+    async with node:                                  # binds; on exit drains and closes
+        peer = node.peer("tcp://127.0.0.1:7500")
+        status = await peer.election.status()
+        await peer.oneway.election.vote(3, "n1")      # returns once sent; no reply exists
+
+A node signs every packet it sends with its keyring's signing key and serves only packets that
+authenticate (``spec/packet.md``). Its epoch is its start time in microseconds, so receivers'
+replay windows restart cleanly when it restarts. One node runs in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from clusterrpc.envelope import DEFAULT_MAX_PACKET
+from clusterrpc.errors import ConfigurationError, ConnectionClosedError
+from clusterrpc.keyring import Keyring
+from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
+from clusterrpc.rpc.service import ServiceRegistry
+from clusterrpc.transports.addresses import Address, parse_address
+from clusterrpc.transports.base import AsyncChannel
+from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint
+from clusterrpc.transports.engine import CallServer, Messenger
+from clusterrpc.transports.streams import StreamChannel, StreamServer
+from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
+
+__all__ = ["Node", "Peer", "check_timeout"]
+
+log = logging.getLogger("clusterrpc.node")
+
+
+def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
+    """``timeout`` if it is ``None`` or a positive finite number of seconds; else raise
+    :class:`~clusterrpc.errors.ConfigurationError`."""
+    if timeout is None:
+        return None
+    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not timeout > 0 or not math.isfinite(timeout)):
+        raise ConfigurationError(
+            f"{what} must be a positive number of seconds or None, not {timeout!r}"
+        )
+    return float(timeout)
+
+
+class Peer:
+    """Calls to one remote endpoint from a :class:`Node` (``node.peer(url)``).
+
+    ``await peer.svc.method(*args, timeout=…)`` calls ``svc.method`` and returns its value;
+    ``await peer.oneway.svc.method(*args)`` sends a one-way call and returns ``None`` once the
+    packet is handed to the operating system. ``await peer.call("svc.method", *args)`` does
+    the same for names that are not Python identifiers (or collide with ``call``/``oneway``).
+    Errors: :class:`~clusterrpc.errors.Fault` from the method, and the transport errors of
+    :mod:`clusterrpc.transports.base`.
+    """
+
+    __slots__ = ("_channel", "_timeout", "oneway", "url")
+
+    def __init__(self, channel: AsyncChannel, *, timeout: float | None) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self.url = channel.url
+        self.oneway = MethodProxy(self._invoke, "", oneway=True)
+        """The one-way proxy: ``await peer.oneway.svc.method(…)``."""
+
+    def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool
+                ) -> Any:
+        timeout = self._timeout if timeout is DEFAULT else check_timeout(timeout)
+        return self._channel.call(method, params, timeout=timeout, oneway=oneway)
+
+    async def call(self, method: str, *params: Value, timeout: Any = DEFAULT,
+                   oneway: bool = False) -> Value:
+        """Call ``method`` by its full name (see the class docstring)."""
+        result: Value = await self._invoke(method, params, timeout, oneway)
+        return result
+
+    def __getattr__(self, attribute: str) -> MethodProxy:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return MethodProxy(self._invoke, attribute, oneway=False)
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.url}>"
+
+
+class Node:
+    """A cluster member: serves its objects' methods and calls other nodes (module docstring).
+
+    ``name``: this node's name in packets (what ``current_call().node`` shows its peers).
+    ``cluster``: the cluster name; packets of other clusters are refused. ``keyring``: signs and
+    verifies packets; ``None`` only with ``insecure=True``, which sends and accepts
+    unauthenticated packets (never across an untrusted network).
+    ``listen``: URLs to serve on — ``tcp://``, ``unix://``, ``udp://`` and ``http(s)://``
+    (standard XML-RPC; it needs the keyring's credentials unless ``http_insecure=True``, and
+    TLS via ``tls_certfile``/``tls_keyfile`` for ``https://``). Port 0 picks a free port; see
+    :attr:`addresses` after :meth:`start`.
+
+    ``codec``: how this node encodes its calls (answers use the codec of the call).
+    ``limits`` and ``max_packet`` bound what is accepted. ``max_in_flight``: calls per
+    connection, each way, before back-pressure. ``timeout``: the default per-call timeout of
+    :meth:`peer` (``None``: none). ``drain_timeout``: how long :meth:`stop` waits for calls in
+    flight. ``debug``: fault messages carry tracebacks (they reveal code to callers).
+
+    Raises :class:`~clusterrpc.errors.ConfigurationError` for an invalid configuration.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: str,
+        keyring: Keyring | None,
+        listen: Iterable[str] = (),
+        insecure: bool = False,
+        codec: str | int = "xmlrpc",
+        limits: Limits = DEFAULT_LIMITS,
+        max_packet: int = DEFAULT_MAX_PACKET,
+        max_in_flight: int = 256,
+        timeout: float | None = 30.0,
+        drain_timeout: float = 5.0,
+        replay_window: int = 1024,
+        freshness: float = 30.0,
+        http_insecure: bool = False,
+        tls_certfile: str | None = None,
+        tls_keyfile: str | None = None,
+        debug: bool = False,
+    ) -> None:
+        if isinstance(listen, str):
+            raise ConfigurationError("listen takes a list of URLs, not one string")
+        self.name = name
+        self.cluster = cluster
+        self.keyring = keyring
+        self.timeout = check_timeout(timeout)
+        self.drain_timeout = check_timeout(drain_timeout, "drain_timeout") or 0.0
+        self.max_in_flight = max_in_flight
+        self.limits = limits
+        self.services = ServiceRegistry(debug=debug)
+        self.messenger = Messenger(
+            node=name, cluster=cluster, keyring=keyring, insecure=insecure, codec=codec,
+            limits=limits, max_packet=max_packet, replay_window=replay_window,
+            freshness=freshness,
+        )  # fmt: skip
+        self.call_server = CallServer(self.messenger, self.services)
+        self._listen = [parse_address(url) for url in listen]
+        self._http_insecure = http_insecure
+        self._ssl_context: ssl.SSLContext | None = None
+        if (tls_certfile is None) != (tls_keyfile is None):
+            raise ConfigurationError("tls_certfile and tls_keyfile go together")
+        if tls_certfile is not None and tls_keyfile is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(tls_certfile, tls_keyfile)
+            except (OSError, ssl.SSLError) as error:
+                raise ConfigurationError(f"cannot load the TLS certificate: {error}") from None
+            self._ssl_context = context
+        for address in self._listen:
+            if address.multicast:
+                raise ConfigurationError(f"{address}: multicast groups are not listen addresses")
+            if address.scheme == "https" and self._ssl_context is None:
+                raise ConfigurationError(f"{address} needs tls_certfile and tls_keyfile")
+            if address.scheme == "http" and self._ssl_context is not None:
+                raise ConfigurationError(
+                    f"{address}: a certificate is configured, so listen on https:// instead"
+                )
+            if address.scheme in ("http", "https") and keyring is None and not http_insecure:
+                raise ConfigurationError(
+                    f"{address} needs a keyring for its credentials, or http_insecure=True"
+                )
+        self._stream_servers: list[StreamServer] = []
+        self._udp_endpoints: list[DatagramEndpoint] = []
+        self._http_servers: list[Any] = []  # transports.http.HttpServer, imported on use
+        self._client_udp: dict[int, DatagramEndpoint] = {}
+        self._channels: dict[tuple[str, str], AsyncChannel] = {}
+        self._started = False
+        self._stopping = False
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def serve(self, obj: object, *, name: str) -> list[str]:
+        """Publish ``obj``'s ``@remote``/``@oneway`` methods as ``name.<method>`` (see
+        :meth:`clusterrpc.rpc.ServiceRegistry.serve`); works before and after :meth:`start`.
+        Returns the names published."""
+        return self.services.serve(obj, name=name)
+
+    @property
+    def addresses(self) -> list[str]:
+        """The URLs this node listens on, with ports resolved once started."""
+        if not self._started:
+            return [str(address) for address in self._listen]
+        return ([server.url for server in self._stream_servers]
+                + [endpoint.url for endpoint in self._udp_endpoints]
+                + [server.url for server in self._http_servers])
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Packet-layer counters (accepted, ``refused_*``) and serving counters (calls,
+        one-way calls, faults, one-way errors …)."""
+        counts = self.messenger.counters
+        counts.update(self.call_server.counters)
+        return counts
+
+    async def start(self) -> None:
+        """Bind every listen address. Raises :class:`~clusterrpc.errors.TransportError` if one
+        cannot be bound (those already bound are closed again)."""
+        if self._started:
+            return
+        self._stopping = False
+        try:
+            for address in self._listen:
+                if address.stream:
+                    server = StreamServer(address, self.call_server,
+                                          max_in_flight=self.max_in_flight,
+                                          max_frame=self.messenger.max_packet)
+                    await server.start()
+                    self._stream_servers.append(server)
+                elif address.scheme == "udp":
+                    endpoint = DatagramEndpoint(address, self.messenger,
+                                                call_server=self.call_server,
+                                                max_in_flight=self.max_in_flight)
+                    await endpoint.start()
+                    self._udp_endpoints.append(endpoint)
+                else:
+                    from clusterrpc.transports.http import HttpServer  # noqa: PLC0415 - h11 on use
+
+                    http = HttpServer(
+                        address=address, registry=self.services, keyring=self.keyring,
+                        insecure=self._http_insecure, ssl_context=self._ssl_context,
+                        limits=self.limits,
+                    )  # fmt: skip
+                    await http.start()
+                    self._http_servers.append(http)
+        except BaseException:
+            await self._close_transports()
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop serving: stop accepting, let calls in flight (served and sent) finish for up to
+        ``drain_timeout`` seconds, then close every socket. Calls still waiting then fail with
+        :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        for server in self._stream_servers:
+            server.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        # Served calls of async methods, then our own calls still waiting for answers.
+        tasks = set(self.call_server.tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.drain_timeout)
+        while loop.time() < deadline and self._calls_in_flight():
+            await asyncio.sleep(0.01)
+        await self._close_transports()
+        self._started = False
+
+    def _calls_in_flight(self) -> int:
+        return (sum(getattr(channel, "in_flight", 0) for channel in self._channels.values())
+                + sum(endpoint.pending.tracker.in_flight for endpoint in self._all_udp()))
+
+    def _all_udp(self) -> list[DatagramEndpoint]:
+        return [*self._udp_endpoints, *self._client_udp.values()]
+
+    async def _close_transports(self) -> None:
+        for channel in list(self._channels.values()):
+            await channel.aclose()
+        self._channels.clear()
+        for endpoint in self._all_udp():
+            endpoint.close()
+        self._client_udp.clear()
+        self._udp_endpoints.clear()
+        for server in self._stream_servers:
+            await server.close()
+        self._stream_servers.clear()
+        for http in self._http_servers:
+            await http.close()
+        self._http_servers.clear()
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- calling -------------------------------------------------------------------------------
+
+    def peer(self, url: str, *, timeout: Any = DEFAULT) -> Peer:
+        """A :class:`Peer` for calls to ``url`` (``tcp://``, ``unix://``, ``udp://`` or
+        ``http(s)://``), sharing this node's connection to it. ``timeout``: the default for
+        its calls (this node's ``timeout`` if not given). Over ``http(s)://`` the node sends
+        its keyring's HTTP credentials. Raises :class:`~clusterrpc.errors.ConfigurationError`
+        for a bad URL. Calls through it raise
+        :class:`~clusterrpc.errors.ConnectionClosedError` unless the node is started."""
+        address = parse_address(url)
+        if address.multicast:
+            raise ConfigurationError(f"{url} is a multicast group, not a peer")
+        channel = self._channel(address)
+        return Peer(channel, timeout=self.timeout if timeout is DEFAULT
+                    else check_timeout(timeout))
+
+    def _channel(self, address: Address) -> AsyncChannel:
+        key = (address.scheme, str(address))
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = self._new_channel(address)
+            self._channels[key] = channel
+        return channel
+
+    def _new_channel(self, address: Address) -> AsyncChannel:
+        if address.stream:
+            return _StartedOnly(self, StreamChannel(address, self.messenger,
+                                                    max_in_flight=self.max_in_flight))
+        if address.scheme == "udp":
+            return _StartedOnly(self, DatagramChannel(address, self._udp_endpoint_for))
+        from clusterrpc.transports.http import HttpChannel, http_credentials  # noqa: PLC0415
+
+        credentials = None
+        if self.keyring is not None and self.keyring.keys:
+            credentials = http_credentials(self.keyring)
+        return _StartedOnly(self, HttpChannel(str(address), credentials=credentials))
+
+    async def _udp_endpoint_for(self, family: int) -> DatagramEndpoint:
+        """The UDP socket to send from: a listening one of that family (so peers can answer
+        and call back), else a client-only socket made on first use."""
+        for endpoint in self._udp_endpoints:
+            if endpoint.family == family:
+                return endpoint
+        endpoint = self._client_udp.get(family)
+        if endpoint is None:
+            # Any local address, port 0: the socket only receives answers to its own calls.
+            host = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
+            endpoint = DatagramEndpoint(Address("udp", host=host, port=0), self.messenger,
+                                        call_server=None, max_in_flight=self.max_in_flight)
+            await endpoint.start()
+            self._client_udp[family] = endpoint
+        return endpoint
+
+
+class _StartedOnly(AsyncChannel):
+    """A channel usable only while its node is started (so nothing outlives ``stop``)."""
+
+    def __init__(self, node: Node, channel: AsyncChannel) -> None:
+        self._node = node
+        self._inner = channel
+        self.url = channel.url
+
+    @property
+    def in_flight(self) -> int:
+        return int(getattr(self._inner, "in_flight", 0))
+
+    async def call(
+        self, method: str, params: Sequence[Value], *, timeout: float | None,
+        oneway: bool = False,
+    ) -> Value:
+        if not self._node._started:
+            raise ConnectionClosedError(
+                f"node {self._node.name!r} is not started; use `async with node:` or "
+                "`await node.start()` before calling peers"
+            )
+        return await self._inner.call(method, params, timeout=timeout, oneway=oneway)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._inner.aclose()

@@ -1,0 +1,348 @@
+"""The UDP transport: one signed packet per datagram (``spec/packet.md``).
+
+A :class:`DatagramEndpoint` is one UDP socket of a node. It serves the calls that arrive on it
+(when it is a listening socket) and answers each to the datagram's source address; it also
+sends the node's own UDP calls and receives their answers, matched by call id. One-way calls
+are what UDP is best at: a datagram out, nothing back. Normal calls work too, for small calls
+with a timeout: UDP may lose the call or its answer, so a lost datagram surfaces as
+:class:`~clusterrpc.errors.CallTimeoutError` (calls are not retransmitted: a retried call could
+run twice).
+
+A datagram holds at most :data:`MAX_DATAGRAM` bytes; a larger call is refused with
+:class:`~clusterrpc.errors.EncodeError` before sending, and a reply that would be larger is
+replaced by a fault telling the caller to use a stream transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from clusterrpc.errors import (
+    CallTimeoutError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionClosedError,
+    DecodeError,
+    EncodeError,
+    Fault,
+    FaultCode,
+    TransportError,
+)
+from clusterrpc.packet import CALL
+from clusterrpc.rpc.calls import CallFailed, CallTracker
+from clusterrpc.transports.addresses import Address
+from clusterrpc.transports.base import AsyncChannel, BlockingChannel
+from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
+from clusterrpc.transports.streams import describe_os_error
+from clusterrpc.values import Value
+
+__all__ = ["MAX_DATAGRAM", "BlockingDatagramChannel", "DatagramChannel", "DatagramEndpoint"]
+
+log = logging.getLogger("clusterrpc.transport")
+
+MAX_DATAGRAM = 65507
+"""The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
+
+SockAddr = tuple[Any, ...]
+
+
+def _sockaddr_text(sockaddr: SockAddr) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _check_size(packet: bytes, what: str) -> None:
+    if len(packet) > MAX_DATAGRAM:
+        raise EncodeError(
+            f"{what} of {len(packet)} bytes does not fit in one UDP datagram "
+            f"({MAX_DATAGRAM} bytes at most); use a tcp:// or unix:// address for it"
+        )
+
+
+class DatagramEndpoint(asyncio.DatagramProtocol):
+    """One UDP socket of a node (see the module docstring).
+
+    ``address``: where to bind (``udp://host:port``; port 0 for any). ``call_server``: serves
+    incoming calls; ``None`` for a client-only socket, which drops calls (counted in
+    ``unexpected``). ``max_in_flight``: normal calls waiting for answers at once.
+    """
+
+    def __init__(self, address: Address, messenger: Messenger, *,
+                 call_server: CallServer | None, max_in_flight: int = 256) -> None:
+        if address.scheme != "udp" or address.multicast:
+            raise ConfigurationError(f"{address} is not a unicast UDP address")
+        self.address = address
+        self.messenger = messenger
+        self.call_server = call_server
+        self.pending = PendingCalls(max_in_flight=max_in_flight)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.unexpected = 0
+        self.send_errors = 0
+        self.closed = False
+        self._bound: Address | None = None
+
+    @property
+    def url(self) -> str:
+        """The address actually bound (port 0 resolved)."""
+        return str(self._bound or self.address)
+
+    @property
+    def family(self) -> int:
+        """The socket's address family (``AF_INET`` or ``AF_INET6``)."""
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        return int(sock.family)
+
+    async def start(self) -> None:
+        """Bind the socket. Raises :class:`~clusterrpc.errors.TransportError` if it cannot."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_datagram_endpoint(
+                lambda: self, local_addr=(self.address.host, self.address.port)
+            )
+        except OSError as error:
+            raise TransportError(
+                f"cannot listen on {self.address}: {describe_os_error(error)}"
+            ) from error
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        self._bound = Address("udp", host=host, port=port)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance() check: some loops' datagram transports do not subclass it.
+        self.transport = typing.cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pending.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for an earlier datagram (e.g. port unreachable). UDP cannot tell which
+        # call it belongs to; the call times out. Count it for diagnosis.
+        self.send_errors += 1
+        log.debug("UDP socket %s: %s", self.url, exc)
+
+    def datagram_received(self, data: bytes, addr: SockAddr) -> None:
+        peer = _sockaddr_text(addr)
+        messenger = self.messenger
+        packet = messenger.open(data, peer=peer)
+        if packet is None:
+            return
+        header = packet.header
+        if header.flags & CALL:
+            if self.call_server is None:
+                self.unexpected += 1
+                return
+            self.call_server.serve(
+                packet, transport="udp", peer=peer,
+                respond=lambda answer: self._respond(answer, addr, header.call_id,
+                                                     header.codec_id),
+            )  # fmt: skip
+            return
+        try:
+            message = messenger.decode_answer(packet)
+        except DecodeError as error:
+            self.pending.fail(header.call_id, error)
+            return
+        self.pending.answer(header.call_id, message)
+
+    def _respond(self, packet: bytes, addr: SockAddr, call_id: int, codec_id: int) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if len(packet) > MAX_DATAGRAM:
+            packet = self.messenger.seal_answer(call_id, codec_id, Fault(
+                FaultCode.TRANSPORT_ERROR,
+                f"the reply of {len(packet)} bytes does not fit in a UDP datagram; "
+                "call this method over tcp:// or unix://",
+            ))  # fmt: skip
+        self.transport.sendto(packet, addr)
+
+    async def call(self, destination: SockAddr, method: str, params: Sequence[Value], *,
+                   timeout: float | None, oneway: bool = False) -> Value:
+        """Call ``method`` at ``destination`` (a resolved socket address); contract as
+        :meth:`clusterrpc.transports.base.AsyncChannel.call`. A normal call without a
+        ``timeout`` is refused: over UDP a lost datagram would make it wait forever."""
+        if self.closed or self.transport is None:
+            raise ConnectionClosedError(f"UDP socket {self.url} is closed")
+        if timeout is None and not oneway:
+            raise ConfigurationError(
+                "a UDP call needs a timeout: a lost datagram is never reported otherwise"
+            )
+        pending = self.pending
+        if not oneway and not pending.tracker.has_capacity:
+            try:
+                async with asyncio.timeout(timeout):
+                    await pending.wait_for_slot()
+            except TimeoutError:
+                raise CallTimeoutError(
+                    f"call to {method!r} could not start within {timeout:g} s"
+                ) from None
+        outgoing = pending.start(method, params, timeout=timeout, oneway=oneway)
+        try:
+            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway)
+            _check_size(packet, f"call to {method!r}")
+            self.transport.sendto(packet, destination)
+        except BaseException:
+            pending.cancel(outgoing.call_id)
+            raise
+        if oneway:
+            return None
+        return await pending.wait(outgoing.call_id)
+
+    def close(self) -> None:
+        """Close the socket; calls still waiting fail with
+        :class:`~clusterrpc.errors.ConnectionClosedError`."""
+        self.closed = True
+        self.pending.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def resolve_udp(address: Address) -> SockAddr:
+    """The socket address of a ``udp://host:port`` URL (names are resolved, first result).
+    Raises :class:`~clusterrpc.errors.ConnectError` if the name does not resolve."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_DGRAM)
+    except OSError as error:
+        raise ConnectError(f"cannot resolve {address}: {describe_os_error(error)}") from error
+    return tuple(infos[0][4])
+
+
+class DatagramChannel(AsyncChannel):
+    """Calls to one ``udp://`` endpoint through a node's :class:`DatagramEndpoint`."""
+
+    def __init__(self, address: Address, endpoint_for: Any) -> None:
+        self.address = address
+        self.url = str(address)
+        self._endpoint_for = endpoint_for  # async (family) -> DatagramEndpoint
+        self._destination: SockAddr | None = None
+
+    async def call(
+        self, method: str, params: Sequence[Value], *, timeout: float | None,
+        oneway: bool = False,
+    ) -> Value:
+        if self._destination is None:
+            self._destination = await resolve_udp(self.address)
+        family = socket.AF_INET6 if len(self._destination) == 4 else socket.AF_INET
+        endpoint: DatagramEndpoint = await self._endpoint_for(family)
+        return await endpoint.call(self._destination, method, params, timeout=timeout,
+                                   oneway=oneway)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the endpoint belongs to the node."""
+
+
+class BlockingDatagramChannel(BlockingChannel):
+    """Calls to one ``udp://`` endpoint from threads that block: a connected UDP socket of
+    its own (so only the endpoint's datagrams are received). Calls take turns (a lock)."""
+
+    def __init__(self, address: Address, messenger: Messenger) -> None:
+        if address.scheme != "udp" or address.multicast:
+            raise ConfigurationError(f"{address} is not a unicast UDP address")
+        self.address = address
+        self.url = str(address)
+        self.messenger = messenger
+        self.tracker = CallTracker(max_in_flight=1)
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _open_socket(self) -> socket.socket:
+        try:
+            infos = socket.getaddrinfo(self.address.host, self.address.port,
+                                       type=socket.SOCK_DGRAM)
+            family, kind, proto, _, sockaddr = infos[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.connect(sockaddr)
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as error:
+            raise ConnectError(
+                f"cannot reach {self.url}: {describe_os_error(error)}"
+            ) from error
+        return sock
+
+    def call(
+        self, method: str, params: Sequence[Value], *, timeout: float | None,
+        oneway: bool = False,
+    ) -> Value:
+        if timeout is None and not oneway:
+            raise ConfigurationError(
+                "a UDP call needs a timeout: a lost datagram is never reported otherwise"
+            )
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosedError(f"channel to {self.url} closed")
+            if self._socket is None:
+                self._socket = self._open_socket()
+            sock = self._socket
+            outgoing = self.tracker.start(method, params, now=time.monotonic(),
+                                          timeout=timeout, oneway=oneway)
+            try:
+                packet = self.messenger.seal_call(outgoing.call_id, outgoing.message,
+                                                  oneway=oneway)
+                _check_size(packet, f"call to {method!r}")
+                try:
+                    sock.send(packet)
+                    if oneway:
+                        return None
+                    return self._await_answer(sock, outgoing.call_id, outgoing.deadline, method)
+                except TimeoutError:
+                    raise CallTimeoutError(
+                        f"call to {method!r} at {self.url} got no reply within {timeout:g} s"
+                    ) from None
+                except ConnectionRefusedError as error:
+                    # ICMP port unreachable: nobody listens there (now).
+                    raise ConnectError(f"{self.url}: nobody listens there") from error
+                except OSError as error:
+                    raise TransportError(
+                        f"UDP call to {self.url} failed: {describe_os_error(error)}"
+                    ) from error
+            finally:
+                self.tracker.cancel(outgoing.call_id)
+
+    def _await_answer(self, sock: socket.socket, call_id: int, deadline: float | None,
+                      method: str) -> Value:
+        messenger = self.messenger
+        while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+            data = sock.recv(MAX_DATAGRAM + 1)
+            packet = messenger.open(data, peer=self.url)
+            if packet is None or packet.header.flags & CALL:
+                continue
+            header = packet.header
+            try:
+                message = messenger.decode_answer(packet)
+            except DecodeError:
+                if header.call_id == call_id:
+                    raise
+                continue
+            outcome = self.tracker.receive(header.call_id, message)
+            if outcome is None or header.call_id != call_id:
+                continue  # late answer to an earlier call: counted, dropped
+            if isinstance(outcome, CallFailed):
+                raise outcome.error
+            return outcome.value
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.close()
+                self._socket = None
