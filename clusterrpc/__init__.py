@@ -9,7 +9,9 @@ in :mod:`clusterrpc.packet`, :mod:`clusterrpc.envelope`, :mod:`clusterrpc.replay
 :mod:`clusterrpc.auth`).
 """
 
-from clusterrpc.client import Client, connect
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from clusterrpc.errors import (
     AuthenticationError,
     BadAuthenticatorError,
@@ -41,11 +43,29 @@ from clusterrpc.errors import (
     WrongClusterError,
 )
 from clusterrpc.keyring import Keyring
-from clusterrpc.node import Node, Peer
 from clusterrpc.rpc import CallContext, current_call, oneway, remote
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
+if TYPE_CHECKING:
+    from clusterrpc.client import Client, connect
+    from clusterrpc.node import Node, Peer
+
 __version__ = "0.1.0"
+
+# The I/O layers load on first use (PEP 562), so that importing the sans-I/O layers
+# (codecs, packets, the RPC protocol) never pulls in asyncio or sockets.
+_LAZY = {"Node": "clusterrpc.node", "Peer": "clusterrpc.node",
+         "Client": "clusterrpc.client", "connect": "clusterrpc.client"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clusterrpc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -34,7 +34,7 @@ from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel
 from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint
-from clusterrpc.transports.engine import CallServer, Messenger
+from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
 from clusterrpc.transports.streams import StreamChannel, StreamServer
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
@@ -256,20 +256,24 @@ class Node:
         self._stopping = True
         for server in self._stream_servers:
             server.stop_accepting()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout
-        # Served calls of async methods, then our own calls still waiting for answers.
-        tasks = set(self.call_server.tasks)
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.drain_timeout)
-        while loop.time() < deadline and self._calls_in_flight():
-            await asyncio.sleep(0.01)
+        # Served calls of async methods, and our own calls still waiting for answers.
+        waits = [*self.call_server.tasks]
+        waits += [asyncio.ensure_future(pending.wait_idle()) for pending in self._pendings()]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self.drain_timeout)
+            for waiter in late:
+                if waiter not in self.call_server.tasks:
+                    waiter.cancel()
         await self._close_transports()
         self._started = False
 
-    def _calls_in_flight(self) -> int:
-        return (sum(getattr(channel, "in_flight", 0) for channel in self._channels.values())
-                + sum(endpoint.pending.tracker.in_flight for endpoint in self._all_udp()))
+    def _pendings(self) -> list[PendingCalls]:
+        found = [endpoint.pending for endpoint in self._all_udp()]
+        for channel in self._channels.values():
+            inner = channel.inner if isinstance(channel, _StartedOnly) else channel
+            if isinstance(inner, StreamChannel):
+                found.append(inner.pending)
+        return found
 
     def _all_udp(self) -> list[DatagramEndpoint]:
         return [*self._udp_endpoints, *self._client_udp.values()]
@@ -339,15 +343,15 @@ class Node:
         for endpoint in self._udp_endpoints:
             if endpoint.family == family:
                 return endpoint
-        endpoint = self._client_udp.get(family)
-        if endpoint is None:
+        client = self._client_udp.get(family)
+        if client is None:
             # Any local address, port 0: the socket only receives answers to its own calls.
             host = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
-            endpoint = DatagramEndpoint(Address("udp", host=host, port=0), self.messenger,
-                                        call_server=None, max_in_flight=self.max_in_flight)
-            await endpoint.start()
-            self._client_udp[family] = endpoint
-        return endpoint
+            client = DatagramEndpoint(Address("udp", host=host, port=0), self.messenger,
+                                      call_server=None, max_in_flight=self.max_in_flight)
+            await client.start()
+            self._client_udp[family] = client
+        return client
 
 
 class _StartedOnly(AsyncChannel):
@@ -355,12 +359,8 @@ class _StartedOnly(AsyncChannel):
 
     def __init__(self, node: Node, channel: AsyncChannel) -> None:
         self._node = node
-        self._inner = channel
+        self.inner = channel
         self.url = channel.url
-
-    @property
-    def in_flight(self) -> int:
-        return int(getattr(self._inner, "in_flight", 0))
 
     async def call(
         self, method: str, params: Sequence[Value], *, timeout: float | None,
@@ -371,8 +371,8 @@ class _StartedOnly(AsyncChannel):
                 f"node {self._node.name!r} is not started; use `async with node:` or "
                 "`await node.start()` before calling peers"
             )
-        return await self._inner.call(method, params, timeout=timeout, oneway=oneway)
+        return await self.inner.call(method, params, timeout=timeout, oneway=oneway)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
-            await self._inner.aclose()
+            await self.inner.aclose()

@@ -104,10 +104,11 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     async def start(self) -> None:
         """Bind the socket. Raises :class:`~clusterrpc.errors.TransportError` if it cannot."""
         loop = asyncio.get_running_loop()
+        host, port = self.address.host, self.address.port
+        assert host is not None
+        assert port is not None
         try:
-            await loop.create_datagram_endpoint(
-                lambda: self, local_addr=(self.address.host, self.address.port)
-            )
+            await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         except OSError as error:
             raise TransportError(
                 f"cannot listen on {self.address}: {describe_os_error(error)}"

@@ -230,8 +230,9 @@ class CallServer:
         except Fault as fault:
             result = fault
         if not inspect.iscoroutine(result):
-            self._settle(typing.cast("Value | Fault", result), call_id=header.call_id, codec_id=header.codec_id,
-                         oneway=oneway, context=context, respond=respond)
+            self._settle(typing.cast("Value | Fault", result), call_id=header.call_id,
+                         codec_id=header.codec_id, oneway=oneway, context=context,
+                         respond=respond)
             return None
         task = asyncio.get_running_loop().create_task(self._finish(
             result, call_id=header.call_id, codec_id=header.codec_id, oneway=oneway,
@@ -286,6 +287,7 @@ class PendingCalls:
         self.tracker = CallTracker(max_in_flight=max_in_flight)
         self._waiters: dict[int, asyncio.Future[Value]] = {}
         self._slot_freed: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
 
@@ -355,6 +357,16 @@ class PendingCalls:
                 waiter.set_exception(error or outcome.error)
         if self._slot_freed is not None:
             self._slot_freed.set()
+        if self._idle is not None and not self.tracker.in_flight:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no call waits for an answer (the caller bounds the wait)."""
+        while self.tracker.in_flight:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            self._idle.clear()
+            await self._idle.wait()
 
     def _expire(self) -> None:
         self._timer = None

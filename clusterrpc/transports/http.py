@@ -101,12 +101,11 @@ _CHUNK = 65536
 _MAX_HEAD = 16 * 1024
 """Largest request or response head (request line and headers); beyond it: 431 / an error."""
 _LINGER = 2.0
-"""Seconds the server keeps reading (and discarding) after an early error response before it
-closes: closing with unread input makes the kernel send a reset, which can destroy the response
-before the client reads it (the "lingering close" of web servers)."""
+"""Most seconds the server keeps reading (and dropping) a refused request before it closes
+(see ``_ServerConnection._linger``)."""
 _CLOSE_WAIT = 1.0
 """Seconds to wait for a closed connection to finish closing (a TLS close) before aborting."""
-_SERVER_NAME = b"clusterrpc"
+_PRODUCT = b"clusterrpc"
 _XML_TYPE = b"text/xml; charset=utf-8"
 
 
@@ -237,6 +236,12 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
+def _sent(data: bytes | None) -> bytes:
+    """What ``h11.Connection.send`` returned for an event other than ``ConnectionClosed``."""
+    assert data is not None
+    return data
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -303,11 +308,14 @@ class HttpServer:
             )
         if address.scheme == "http" and ssl_context is not None:
             raise ConfigurationError(f"an ssl_context was given for {address}: use https://")
-        if not insecure and keyring is None:
-            raise ConfigurationError(
-                "an HTTP endpoint requires credentials: give a keyring, or insecure=True to "
-                "serve anyone"
-            )
+        auth = None
+        if not insecure:
+            if keyring is None:
+                raise ConfigurationError(
+                    "an HTTP endpoint requires credentials: give a keyring, or insecure=True "
+                    "to serve anyone"
+                )
+            auth = HttpAuth(keyring)
         for name, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout),
                             ("idle_timeout", idle_timeout)):
             _check_seconds(name, value)
@@ -319,7 +327,7 @@ class HttpServer:
             )
         self.address = address
         self.registry = registry
-        self.auth: HttpAuth | None = None if insecure else HttpAuth(keyring)  # type: ignore[arg-type]
+        self.auth = auth
         """The credential check, or ``None`` when insecure. To rotate keys while serving,
         assign an :class:`HttpAuth` of the new keyring."""
         self.ssl_context = ssl_context
@@ -328,6 +336,7 @@ class HttpServer:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.codec = XmlRpcCodec(limits=limits)
+        self._nil_reply = self.codec.encode_reply(None)
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections", "requests", "calls", "faults", "oneway_failures", "unauthorized",
              "bad_requests", "overloaded", "timeouts"), 0,
@@ -484,10 +493,6 @@ class HttpServer:
                 FaultCode.INTERNAL_ERROR, f"the result of {call.method} cannot be encoded: {error}"
             )
 
-    @property
-    def _nil_reply(self) -> bytes:
-        return self.codec.encode_reply(None)
-
 
 class _Refused(Exception):
     """Raised inside :class:`_ServerConnection` to answer with an HTTP error and close."""
@@ -533,9 +538,10 @@ class _ServerConnection:
                 if not await self._answer(request):
                     return
                 self.conn.start_next_cycle()
-                deadline = await self._wait_for_next_request()
-                if deadline is None:
+                next_deadline = await self._wait_for_next_request()
+                if next_deadline is None:
                     return
+                deadline = next_deadline
         except _Refused as refusal:
             await self._refuse(refusal)
         except h11.RemoteProtocolError as error:
@@ -605,7 +611,8 @@ class _ServerConnection:
         if length is not None and int(length) > max_size:
             raise _Refused(413, "bad_requests")
         if self.conn.they_are_waiting_for_100_continue:
-            self.writer.write(self.conn.send(h11.InformationalResponse(status_code=100)))  # type: ignore[arg-type]
+            go_on = h11.InformationalResponse(status_code=100, headers=[])
+            self.writer.write(_sent(self.conn.send(go_on)))
         chunks: list[bytes] = []
         size = 0
         async with asyncio.timeout(server.body_timeout):
@@ -632,11 +639,14 @@ class _ServerConnection:
         headers += [
             (b"content-length", str(len(body)).encode("ascii")),
             (b"date", self.server.date_header()),
-            (b"server", _SERVER_NAME),
+            (b"server", _PRODUCT),
         ]
         conn = self.conn
-        head = conn.send(h11.Response(status_code=status, headers=headers))
-        self.writer.writelines((head, conn.send(h11.Data(data=body)), conn.send(h11.EndOfMessage())))  # type: ignore[arg-type]
+        self.writer.writelines((
+            _sent(conn.send(h11.Response(status_code=status, headers=headers))),
+            _sent(conn.send(h11.Data(data=body))),
+            _sent(conn.send(h11.EndOfMessage())),
+        ))  # fmt: skip
         await self.writer.drain()
 
     async def _refuse(self, refusal: _Refused) -> None:
@@ -652,14 +662,27 @@ class _ServerConnection:
         ]
         try:
             await self._send(refusal.status, headers, f"{refusal.status} {phrase}\n".encode())
-            # The unread request (body) is still coming: read and drop it for a while, so that
-            # closing does not reset the connection under the response.
             if self.writer.can_write_eof():
                 self.writer.write_eof()
+            # Nothing is in progress any more: close() need not wait for the lingering.
+            self.idle = True
             async with asyncio.timeout(_LINGER):
-                while await self.reader.read(_CHUNK):
-                    pass
-        except (OSError, TimeoutError):
+                await self._linger()
+        except (OSError, TimeoutError, h11.RemoteProtocolError):
+            pass
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends of the refused request: closing with
+        unread input makes the kernel reset the connection, which can destroy the response
+        before the client reads it (the "lingering close" of web servers)."""
+        conn = self.conn
+        while conn.their_state is h11.SEND_BODY:  # the body's end is known: stop there
+            if conn.next_event() is h11.NEED_DATA:
+                data = await self.reader.read(_CHUNK)
+                if not data:
+                    return
+                conn.receive_data(data)
+        while await self.reader.read(_CHUNK):  # a request h11 could not parse: until EOF
             pass
 
     async def _close(self) -> None:
@@ -706,10 +729,9 @@ class _ClientProtocol:
         """The bytes of a ``POST`` carrying ``body``."""
         conn = self._conn
         headers = [*self._headers, (b"content-length", str(len(body)).encode("ascii"))]
-        head = conn.send(h11.Request(method=b"POST", target=self._path, headers=headers))
-        conn.send(h11.Data(data=b""))  # drives h11's state; Content-Length framing adds nothing
-        conn.send(h11.EndOfMessage())
-        return head + body  # type: ignore[operator]
+        head = _sent(conn.send(h11.Request(method=b"POST", target=self._path, headers=headers)))
+        data = _sent(conn.send(h11.Data(data=body)))  # Content-Length framing: body as it is
+        return head + data + _sent(conn.send(h11.EndOfMessage()))
 
     @property
     def reusable(self) -> bool:
@@ -793,11 +815,13 @@ class _HttpChannelBase:
         self.address = address
         self.codec = codec if codec is not None else XmlRpcCodec(limits=limits or DEFAULT_LIMITS)
         self.ssl_context = ssl_context
-        assert address.host is not None and address.port is not None
+        assert address.host is not None
+        assert address.port is not None
         self._host, self._port = address.host, address.port
         headers = [
-            (b"host", _host_port(address.host, address.port).encode("idna")),
-            (b"user-agent", _SERVER_NAME),
+            (b"host", _host_port(address.host.encode("idna").decode("ascii"), address.port)
+             .encode("ascii")),
+            (b"user-agent", _PRODUCT),
             (b"content-type", self.codec.media_type.encode("ascii")),
             (b"accept", self.codec.media_type.encode("ascii")),
         ]
@@ -829,7 +853,9 @@ class _HttpChannelBase:
         return message.value
 
     def _timed_out(self, method: str, timeout: float | None) -> CallTimeoutError:
-        return CallTimeoutError(f"call to {method!r} at {self.url} got no reply within {timeout:g} s")
+        return CallTimeoutError(
+            f"call to {method!r} at {self.url} got no reply within {timeout:g} s"
+        )
 
 
 def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
