@@ -19,9 +19,11 @@ remade after a failure, and a :class:`~clusterrpc.rpc.CallTracker` for call ids 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
+import select
 import socket
 import stat
 import threading
@@ -60,8 +62,12 @@ log = logging.getLogger("clusterrpc.transport")
 def describe_os_error(error: BaseException) -> str:
     """A short text for an ``OSError`` (``[Errno 111] Connection refused`` →
     ``connection refused``)."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror[0].lower() + error.strerror[1:]
+    if isinstance(error, OSError):
+        # asyncio puts its own text in strerror ("Connect call failed (…)"); the errno's
+        # standard text is what a person recognises.
+        text = os.strerror(error.errno) if error.errno else error.strerror
+        if text:
+            return text[0].lower() + text[1:]
     return str(error) or type(error).__name__
 
 
@@ -88,6 +94,7 @@ class _ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.running = 0  # calls of async methods still running
+        self.backlog: collections.deque[bytes] = collections.deque()  # frames not yet served
         self.write_paused = False
         self.read_paused = False
         self.closing = False
@@ -112,23 +119,37 @@ class _ServerConnection(asyncio.Protocol):
             log.warning("closing connection from %s: %s", self.peer, error)
             self._abort()
             return
+        if self.backlog:
+            self.backlog.extend(frames)
+        else:
+            self.backlog = collections.deque(frames)
+        self._serve_backlog()
+
+    def _serve_backlog(self) -> None:
+        """Serve queued frames in order while fewer than ``max_in_flight`` calls run; leave
+        the rest queued (and reading paused) until calls finish."""
+        backlog = self.backlog
+        server = self.server
+        messenger = self.messenger
         transport_name = self.owner.address.scheme
-        for data_frame in frames:
+        limit = self.owner.max_in_flight
+        while backlog and self.running < limit:
             if self.closing:
+                backlog.clear()
                 return
-            packet = self.messenger.open(data_frame, peer=self.peer)
+            packet = messenger.open(backlog.popleft(), peer=self.peer)
             if packet is None:
                 continue  # refused and counted; keep serving the others on this connection
             if not packet.header.flags & CALL:
-                self.server.counters["unexpected"] += 1
+                server.counters["unexpected"] += 1
                 continue
-            task = self.server.serve(packet, transport=transport_name, peer=self.peer,
-                                     respond=self._respond)
+            task = server.serve(packet, transport=transport_name, peer=self.peer,
+                                respond=self._respond)
             if task is not None:
                 self.running += 1
                 task.add_done_callback(self._call_done)
-                if self.running >= self.owner.max_in_flight:
-                    self._pause_reading()
+        if backlog or self.running >= limit:
+            self._pause_reading()
 
     def _respond(self, packet: bytes) -> None:
         if self.transport is not None and not self.closing:
@@ -136,7 +157,10 @@ class _ServerConnection(asyncio.Protocol):
 
     def _call_done(self, _task: asyncio.Task[None]) -> None:
         self.running -= 1
-        if self.running < self.owner.max_in_flight and not self.write_paused:
+        if self.backlog:
+            self._serve_backlog()
+        if not self.backlog and self.running < self.owner.max_in_flight and (
+                not self.write_paused):
             self._resume_reading()
 
     def pause_writing(self) -> None:
@@ -146,7 +170,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.running < self.owner.max_in_flight:
+        if not self.backlog and self.running < self.owner.max_in_flight:
             self._resume_reading()
 
     def _pause_reading(self) -> None:
@@ -286,6 +310,17 @@ class _ClientConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    @property
+    def usable(self) -> bool:
+        """Whether calls may still be written on this connection."""
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
+    def eof_received(self) -> bool | None:
+        # The server closed its side (it stopped, or dropped an idle connection): close
+        # ours too; calls in flight fail in connection_lost and the next call reconnects.
+        self.lost = True
+        return None
+
     def data_received(self, data: bytes) -> None:
         channel = self.channel
         try:
@@ -394,7 +429,7 @@ class StreamChannel(AsyncChannel):
 
     async def _ensure_connection(self) -> _ClientConnection:
         connection = self.connection
-        if connection is not None and not connection.lost:
+        if connection is not None and connection.usable:
             return connection
         # One connect at a time: concurrent first calls share it.
         if self._connecting is None or self._connecting.done():
@@ -409,7 +444,7 @@ class StreamChannel(AsyncChannel):
             raise ConnectionClosedError(f"channel to {self.url} closed")
         connection = self.connection
         remaining = timeout
-        if connection is None or connection.lost or (
+        if connection is None or not connection.usable or (
                 not oneway and not self.pending.tracker.has_capacity):
             loop = asyncio.get_running_loop()
             start = loop.time()
@@ -432,8 +467,7 @@ class StreamChannel(AsyncChannel):
             pending.cancel(outgoing.call_id)
             raise
         transport = connection.transport
-        assert transport is not None
-        if connection.lost or transport.is_closing():
+        if transport is None or not connection.usable:
             pending.cancel(outgoing.call_id)
             raise ConnectionLostError(f"connection to {self.url} lost")
         transport.write(frame(packet))
@@ -533,6 +567,9 @@ class BlockingStreamChannel(BlockingChannel):
                 packet = self.messenger.seal_call(outgoing.call_id, outgoing.message,
                                                   oneway=oneway)
                 sock = self._socket
+                if sock is not None and _closed_by_peer(sock):
+                    self._drop_connection()  # the server closed it while we were idle
+                    sock = None
                 if sock is None:
                     sock = self._socket = self._connect(timeout)
                 return self._exchange(sock, frame(packet), call_id=outgoing.call_id,
@@ -608,3 +645,17 @@ class BlockingStreamChannel(BlockingChannel):
             self._closed = True
             self._drop_connection()
 
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the peer has closed ``sock`` (an EOF or a reset is pending), checked without
+    blocking: a call must not be written on a connection known to be dead, since its failure
+    could not be told apart from a server that died while running it."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
