@@ -207,12 +207,14 @@ class PacketSealer:
         """The sequence number of the last packet sealed (0 before the first)."""
         return self._sequence
 
-    def seal(self, *, flags: int, codec_id: int, call_id: int, body: bytes, now: float
-             ) -> bytes:
+    def seal(self, *, flags: int, codec_id: int, call_id: int, body: bytes, now: float,
+             timeout_code: int = 0) -> bytes:
         """Seal ``body`` (already encoded by codec ``codec_id``) into a packet.
 
         ``now`` is the sender's clock in seconds since the Unix epoch; it becomes the header
-        timestamp. Each call takes the next sequence number.
+        timestamp. ``timeout_code`` is a call's timeout as
+        :func:`~clusterrpc.packet.encode_timeout` codes it (0: none; calls only). Each call
+        takes the next sequence number.
         """
         if len(body) > self._max_body:
             size = len(body) + self.max_packet - self._max_body
@@ -220,7 +222,7 @@ class PacketSealer:
         sequence = self._sequence + 1
         header = self._template.pack(
             int(flags) | self._extra_flags,  # plain ints: IntFlag arithmetic costs microseconds
-            codec_id, int(now * 1000), sequence, call_id, len(body),
+            codec_id, int(now * 1000), sequence, call_id, len(body), timeout_code,
         )  # fmt: skip
         packet = self._sealer.seal(header, body)
         self._sequence = sequence
@@ -317,7 +319,7 @@ class PacketOpener:
             header, end = parse_header(data)
             # Locals, not attribute reads: this runs for every packet received.
             (flags, codec_id, scheme_id, key_id, cluster, sender, epoch, timestamp, sequence,
-             _, body_length) = header  # fmt: skip
+             _, body_length, _) = header  # fmt: skip
             if cluster != self.cluster:
                 raise WrongClusterError(f"packet for cluster {cluster!r}")
             if codec_id not in self._codecs:

@@ -14,6 +14,7 @@ and the trailer (the authenticator of the packet's scheme) covers everything bef
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from typing import NamedTuple, NoReturn
 
@@ -29,6 +30,8 @@ __all__ = [
     "FrameDecoder",
     "Header",
     "HeaderTemplate",
+    "decode_timeout",
+    "encode_timeout",
     "frame",
     "pack_header",
     "parse_header",
@@ -40,7 +43,7 @@ MAX_KEY_ID = 64
 MAX_NAME = 255
 
 # spec/packet.md, "Header": magic, version, flags, codec id, scheme id, key id length, cluster
-# length, sender length, reserved, epoch, timestamp, sequence, call id, body length.
+# length, sender length, timeout code, epoch, timestamp, sequence, call id, body length.
 FIXED_HEADER = struct.Struct(">2sBBBBBBBBQQQQI")
 _MAGIC_VERSION = MAGIC + bytes([VERSION])
 _unpack_fixed_header = FIXED_HEADER.unpack_from
@@ -102,6 +105,8 @@ class Header(NamedTuple):
     sequence: int
     call_id: int
     body_length: int
+    timeout_code: int = 0
+    """The caller's timeout, coded (:func:`decode_timeout`); 0: none, or not a call."""
 
     @property
     def is_call(self) -> bool:
@@ -114,6 +119,32 @@ class Header(NamedTuple):
     @property
     def is_multicast(self) -> bool:
         return bool(self.flags & MULTICAST)
+
+
+_TIMEOUT_STEPS_PER_DOUBLING = 8
+
+
+def encode_timeout(seconds: float | None) -> int:
+    """The header's timeout code for a call's ``seconds`` (``spec/packet.md``, "Timeout").
+
+    0 means no timeout; code ``c`` in 1..255 means 2**(c/8) milliseconds, about 1.09 ms to
+    45 days in steps of 9 %. Rounded *down*, so the callee never believes it has more time than
+    the caller gives it (timeouts under 1.09 ms become code 1).
+    """
+    if seconds is None:
+        return 0
+    milliseconds = seconds * 1000.0
+    if milliseconds <= 1.0:
+        return 1
+    code = math.floor(_TIMEOUT_STEPS_PER_DOUBLING * math.log2(milliseconds))
+    return max(1, min(255, code))
+
+
+def decode_timeout(code: int) -> float | None:
+    """Seconds for a header's timeout code (see :func:`encode_timeout`); ``None`` for 0."""
+    if not code:
+        return None
+    return float(2.0 ** (code / _TIMEOUT_STEPS_PER_DOUBLING) / 1000.0)
 
 
 def _encode_name(value: str, what: str, limit: int, *, allow_empty: bool = False) -> bytes:
@@ -130,12 +161,12 @@ def _encode_name(value: str, what: str, limit: int, *, allow_empty: bool = False
 class HeaderTemplate:
     """The parts of a header that stay the same for every packet of one sender, key and epoch.
 
-    Validates and encodes them once — magic and version; scheme id, name lengths, reserved byte
-    and epoch; the names — into a struct of their own, so that sealing a packet costs exactly one
+    Validates and encodes them once — magic and version; scheme id and name lengths; the epoch;
+    the names — into a struct of their own, so that sealing a packet costs exactly one
     ``struct.pack`` call. Raises :class:`EncodeError` for fields that cannot go in a header.
     """
 
-    __slots__ = ("_middle", "_names", "_struct", "size")
+    __slots__ = ("_epoch", "_middle", "_names", "_struct", "size")
 
     def __init__(
         self, *, key_id: str, cluster: str, sender: str, scheme_id: int, epoch: int
@@ -144,21 +175,22 @@ class HeaderTemplate:
         cluster_name = _encode_name(cluster, "cluster name", MAX_NAME)
         sender_name = _encode_name(sender, "node name", MAX_NAME)
         try:
-            # Bytes 5-17 of the header: scheme id, three lengths, reserved, epoch.
+            # Bytes 5-8 of the header: scheme id, three lengths; bytes 10-17: the epoch.
             self._middle = struct.pack(
-                ">BBBBBQ", scheme_id, len(key), len(cluster_name), len(sender_name), 0, epoch
+                ">BBBB", scheme_id, len(key), len(cluster_name), len(sender_name)
             )
+            self._epoch = struct.pack(">Q", epoch)
         except struct.error as error:
             raise EncodeError(f"header field out of range: {error}") from None
         self._names = key + cluster_name + sender_name
         # The whole header, spec/packet.md's table with the constant runs as byte strings.
-        self._struct = struct.Struct(f">3sBB13sQQQI{len(self._names)}s")
+        self._struct = struct.Struct(f">3sBB4sB8sQQQI{len(self._names)}s")
         self.size = self._struct.size
         """Length of every header this template packs."""
 
     def pack(  # noqa: PLR0917 - positional on purpose, see the docstring
         self, flags: int, codec_id: int, timestamp: int, sequence: int, call_id: int,
-        body_length: int,
+        body_length: int, timeout_code: int = 0,
     ) -> bytes:  # fmt: skip
         """The header bytes; raises :class:`EncodeError` for flags or numbers out of range.
 
@@ -168,8 +200,8 @@ class HeaderTemplate:
             raise EncodeError(f"invalid flags: {check_flags(flags)}")
         try:
             return self._struct.pack(
-                _MAGIC_VERSION, flags, codec_id, self._middle, timestamp, sequence, call_id,
-                body_length, self._names,
+                _MAGIC_VERSION, flags, codec_id, self._middle, timeout_code, self._epoch,
+                timestamp, sequence, call_id, body_length, self._names,
             )  # fmt: skip
         except struct.error as error:
             raise EncodeError(f"header field out of range: {error}") from None
@@ -191,6 +223,7 @@ def pack_header(header: Header) -> bytes:
         header.sequence,
         header.call_id,
         header.body_length,
+        header.timeout_code,
     )
 
 
@@ -228,7 +261,7 @@ def _decode_names(raw: bytes, key_length: int, cluster_length: int) -> tuple[str
 
 def _refuse_header(fields: tuple[object, ...], size: int, end: int) -> NoReturn:
     """Raise the :class:`PacketError` that says what is wrong with a header's fixed fields."""
-    (magic, version, flags, _, _, key_length, cluster_length, sender_length, reserved,
+    (magic, version, flags, _, _, key_length, cluster_length, sender_length, timeout_code,
      _, _, _, _, body_length) = fields  # fmt: skip
     if magic != MAGIC:
         raise PacketError("not a clusterrpc packet (bad magic)")
@@ -236,8 +269,8 @@ def _refuse_header(fields: tuple[object, ...], size: int, end: int) -> NoReturn:
         raise PacketError(f"unsupported packet version {version}")
     if flags not in _VALID_FLAGS:
         raise PacketError(f"invalid flags: {check_flags(flags)}")  # type: ignore[arg-type]
-    if reserved:
-        raise PacketError("reserved header byte is not zero")
+    if timeout_code and not flags & CALL:  # type: ignore[operator]
+        raise PacketError("only a call carries a timeout")
     if key_length > MAX_KEY_ID or not cluster_length or not sender_length:  # type: ignore[operator]
         raise PacketError("invalid key id, cluster or sender length")
     raise PacketError(
@@ -259,10 +292,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f"truncated packet: {len(data)} bytes, a header needs at least 46"
         ) from None
     (magic, version, flags, codec_id, scheme_id, key_length, cluster_length, sender_length,
-     reserved, epoch, timestamp, sequence, call_id, body_length) = fields  # fmt: skip
+     timeout_code, epoch, timestamp, sequence, call_id, body_length) = fields  # fmt: skip
     end = 46 + key_length + cluster_length + sender_length
     # One test for the common case; _refuse_header says precisely what is wrong.
-    if (magic != MAGIC or version != VERSION or flags not in _VALID_FLAGS or reserved
+    if (magic != MAGIC or version != VERSION or flags not in _VALID_FLAGS
+            or (timeout_code and not flags & CALL)
             or key_length > MAX_KEY_ID or not cluster_length or not sender_length
             or len(data) < end + body_length):  # fmt: skip
         _refuse_header(fields, len(data), end)
@@ -275,7 +309,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, one more frame.
     header: Header = _new_tuple(Header, (
         flags, codec_id, scheme_id, key_id, cluster, sender, epoch, timestamp, sequence,
-        call_id, body_length,
+        call_id, body_length, timeout_code,
     ))  # fmt: skip
     return header, end
 

@@ -15,6 +15,8 @@ from clusterrpc.packet import (
     Flags,
     FrameDecoder,
     Header,
+    decode_timeout,
+    encode_timeout,
     frame,
     pack_header,
     parse_header,
@@ -111,7 +113,7 @@ GOOD = pack_header(HEADER) + b"abc"
         (b"XX" + GOOD[2:], "bad magic"),
         (GOOD[:2] + b"\x02" + GOOD[3:], "unsupported packet version 2"),
         (GOOD[:3] + b"\x03" + GOOD[4:], "invalid flags"),
-        (GOOD[:9] + b"\x01" + GOOD[10:], "reserved header byte"),
+        (GOOD[:3] + b"\x02" + GOOD[4:9] + b"\x01" + GOOD[10:], "only a call carries a timeout"),
         (GOOD[:6] + b"\x41" + GOOD[7:], "invalid key id"),
         (GOOD[:7] + b"\x00" + GOOD[8:], "invalid key id, cluster or sender length"),
         (GOOD[:46] + b"\xff\xfe" + GOOD[48:], "not UTF-8"),
@@ -164,3 +166,23 @@ def test_oversized_frame_is_refused_before_buffering() -> None:
     with pytest.raises(PacketError):
         decoder.feed(struct.pack(">I", 100 * 1024 * 1024) + b"x" * 10)
     assert decoder.buffered <= 14
+
+
+def test_timeout_codes_round_down_on_a_log_scale() -> None:
+    assert encode_timeout(None) == 0
+    assert decode_timeout(0) is None
+    assert encode_timeout(0.0001) == 1
+    assert encode_timeout(10**9) == 255
+    for seconds in (0.002, 0.1, 0.5, 1.0, 5.0, 30.0, 3600.0, 86400.0):
+        code = encode_timeout(seconds)
+        decoded = decode_timeout(code)
+        assert decoded is not None
+        assert decoded <= seconds < decoded * 2 ** (1 / 8) * 1.000001
+    assert [encode_timeout(s) for s in (1.0, 30.0)] == [79, 118]
+
+
+def test_a_call_carries_its_timeout_code() -> None:
+    header = HEADER._replace(timeout_code=encode_timeout(2.5))
+    parsed, _ = parse_header(pack_header(header) + b"abc")
+    assert parsed == header
+    assert decode_timeout(parsed.timeout_code) == pytest.approx(2.5, rel=0.1)

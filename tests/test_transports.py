@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from clusterrpc import (
     EncodeError,
     Fault,
     Node,
+    current_call,
     remote,
 )
 from clusterrpc.codecs import CallMessage
@@ -129,6 +131,35 @@ def test_call_context_names_the_authenticated_caller(tmp_path: Path, scheme: str
             assert who["method"] == "election.who"
             if scheme != "unix":
                 assert who["peer"].startswith("127.0.0.1:")
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_call_context_carries_the_callers_deadline(tmp_path: Path, scheme: str) -> None:
+    seen: list[tuple[float | None, float]] = []
+
+    class Clock:
+        @remote
+        def deadline(self) -> None:
+            """Record the deadline this call was given."""
+            seen.append((current_call().deadline, time.time()))
+
+    async def scenario() -> None:
+        server, _ = server_node(tmp_path)
+        server.serve(Clock(), name="clock")
+        async with server, client_node() as client:
+            peer = client.peer(by_scheme(server, scheme), timeout=5)
+            await peer.clock.deadline(timeout=2.0)
+            await peer.clock.deadline()
+            await peer.oneway.clock.deadline()
+            await peer.election.status()
+        (first, at_first), (second, at_second), (third, _) = seen
+        assert first is not None
+        assert 2.0 / 1.1 < first - at_first <= 2.0
+        assert second is not None
+        assert 5.0 / 1.1 < second - at_second <= 5.0
+        assert third is None  # a one-way call has no deadline
 
     run(scenario())
 

@@ -188,7 +188,8 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
                 ) from None
         outgoing = pending.start(method, params, timeout=timeout, oneway=oneway)
         try:
-            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway)
+            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway,
+                                              timeout=None if oneway else timeout)
             _check_size(packet, f"call to {method!r}")
             self.transport.sendto(packet, destination)
         except BaseException:
@@ -292,7 +293,8 @@ class BlockingDatagramChannel(BlockingChannel):
                                           timeout=timeout, oneway=oneway)
             try:
                 packet = self.messenger.seal_call(outgoing.call_id, outgoing.message,
-                                                  oneway=oneway)
+                                                  oneway=oneway,
+                                                  timeout=None if oneway else timeout)
                 _check_size(packet, f"call to {method!r}")
                 try:
                     sock.send(packet)

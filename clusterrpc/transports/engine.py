@@ -31,7 +31,7 @@ from clusterrpc.errors import (
     FaultCode,
 )
 from clusterrpc.keyring import Keyring
-from clusterrpc.packet import CALL, FAULT, MULTICAST, ONEWAY, REPLY
+from clusterrpc.packet import CALL, FAULT, MULTICAST, ONEWAY, REPLY, decode_timeout, encode_timeout
 from clusterrpc.rpc.calls import CallOutcome, CallSucceeded, CallTracker, OutgoingCall
 from clusterrpc.rpc.context import CallContext
 from clusterrpc.rpc.service import ServiceRegistry
@@ -113,15 +113,16 @@ class Messenger:
         self.opener.use_keyring(keyring)
 
     def seal_call(self, call_id: int, message: CallMessage, *, oneway: bool = False,
-                  multicast: bool = False) -> bytes:
-        """Encode and seal a call. Raises :class:`~clusterrpc.errors.EncodeError` for a value
-        the codec cannot carry or a packet over ``max_packet``; nothing is sent then."""
+                  multicast: bool = False, timeout: float | None = None) -> bytes:
+        """Encode and seal a call; ``timeout`` (seconds) travels in the header, so that the
+        callee knows the caller's deadline. Raises :class:`~clusterrpc.errors.EncodeError` for
+        a value the codec cannot carry or a packet over ``max_packet``; nothing is sent then."""
         flags = _FLAGS_ONEWAY_CALL if oneway else _FLAGS_CALL
         if multicast:
             flags |= int(MULTICAST)
         body = self._encode_call(message.method, message.params)
         return self._seal(flags=flags, codec_id=self._codec_id, call_id=call_id, body=body,
-                          now=self.clock())
+                          now=self.clock(), timeout_code=encode_timeout(timeout))
 
     def seal_answer(self, call_id: int, codec_id: int, answer: Value | Fault) -> bytes:
         """Encode and seal the reply (or, for a :class:`~clusterrpc.errors.Fault`, the fault)
@@ -220,7 +221,10 @@ class CallServer:
             key_id=header.key_id or None,
             transport=transport,
             peer=peer,
-            deadline=None,
+            # The caller's deadline on this node's clock: the timeout counted from arrival, an
+            # upper bound that needs no synchronised clocks (spec/packet.md, "Timeout").
+            deadline=None if not header.timeout_code
+            else self.messenger.clock() + (decode_timeout(header.timeout_code) or 0.0),
             oneway=oneway,
             multicast=bool(header.flags & MULTICAST),
         )

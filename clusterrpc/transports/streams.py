@@ -462,7 +462,8 @@ class StreamChannel(AsyncChannel):
         pending = self.pending
         outgoing = pending.start(method, params, timeout=remaining, oneway=oneway)
         try:
-            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway)
+            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway,
+                                              timeout=None if oneway else remaining)
         except BaseException:
             pending.cancel(outgoing.call_id)
             raise
@@ -565,7 +566,8 @@ class BlockingStreamChannel(BlockingChannel):
                                           oneway=oneway)
             try:
                 packet = self.messenger.seal_call(outgoing.call_id, outgoing.message,
-                                                  oneway=oneway)
+                                                  oneway=oneway,
+                                                  timeout=None if oneway else timeout)
                 sock = self._socket
                 if sock is not None and _closed_by_peer(sock):
                     self._drop_connection()  # the server closed it while we were idle
