@@ -73,6 +73,17 @@ def test_new_shared_key(capsys: pytest.CaptureFixture[str], tmp_path: Path, sche
     assert keyring.node is None
 
 
+def test_new_with_cluster_kept_by_add(capsys: pytest.CaptureFixture[str], tmp_path: Path
+                                      ) -> None:
+    path = tmp_path / "node.keys"
+    ok(capsys, "keys", "new", "--scheme", "hmac-sha256", "--cluster", "ORG/UK/EDIN", path)
+    assert Keyring.load(path).cluster == "ORG/UK/EDIN"
+    ok(capsys, "keys", "add", "--scheme", "blake2b", "-k", path)
+    assert Keyring.load(path).cluster == "ORG/UK/EDIN"
+    assert "cluster ORG/UK/EDIN" in ok(capsys, "keys", "list", "-k", path)
+    assert json.loads(ok(capsys, "keys", "list", "--json", "-k", path))["cluster"] == "ORG/UK/EDIN"
+
+
 def test_new_ed25519_needs_node(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "n1.keys"
     assert "pass --node NAME" in fails(capsys, "keys", "new", "--scheme", "ed25519", path)
@@ -256,6 +267,7 @@ def test_list_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert info == {
         "keyring": str(path),
         "node": "n1",
+        "cluster": None,
         "signing": "hm",
         "keys": [
             {"id": "hm", "scheme": "hmac-sha256", "signing": True, "fingerprint": None},

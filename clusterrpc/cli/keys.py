@@ -1,7 +1,8 @@
 """``clusterrpc keys``: create and change keyring files (``spec/keyring.md``).
 
-``clusterrpc keys new --scheme S [--id ID] [--node NAME] [--force] FILE``
-    create FILE with one new key, which signs (``ed25519`` needs ``--node``);
+``clusterrpc keys new --scheme S [--id ID] [--node NAME] [--cluster NAME] [--force] FILE``
+    create FILE with one new key, which signs (``ed25519`` needs ``--node``); ``--cluster``
+    records the cluster name that ``clusterrpc call``/``methods`` and ``serve`` default to;
 ``clusterrpc keys add --scheme S [--id ID] [--sign] [--node NAME] [-k FILE]``
     add a new random key, accepted but not signing unless ``--sign``;
 ``clusterrpc keys import [-k FILE] SOURCE [KEYID ...]``
@@ -72,7 +73,8 @@ def _cmd_new(args: argparse.Namespace) -> int:
         )
     _check_node_for(args.scheme, args.node)
     key = Keyring.generate(args.scheme, key_id=args.id)
-    Keyring(node=args.node, keys=[key], signing_key_id=key.key_id).save(args.file)
+    Keyring(node=args.node, cluster=args.cluster, keys=[key],
+            signing_key_id=key.key_id).save(args.file)
     print(f"created {args.file}: key {key.key_id} ({key.scheme}) signs")
     if key.public is not None:
         print(f"share its public key with `clusterrpc keys export-public -k {args.file}`")
@@ -90,6 +92,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     key = Keyring.generate(args.scheme, key_id=args.id)
     renamed = Keyring(
         node=node,
+        cluster=keyring.cluster,
         keys=keyring.keys.values(),
         trusted=keyring.trusted.values(),
         signing_key_id=keyring.signing_key_id,
@@ -159,6 +162,7 @@ def _describe(path: str, keyring: Keyring) -> dict[str, Any]:
     return {
         "keyring": path,
         "node": keyring.node,
+        "cluster": keyring.cluster,
         "signing": keyring.signing_key_id,
         "keys": [
             {
@@ -194,7 +198,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
-    print(f"keyring {path}, node {info['node'] or '(none)'}")
+    cluster = f", cluster {info['cluster']}" if info["cluster"] else ""
+    print(f"keyring {path}, node {info['node'] or '(none)'}{cluster}")
     if info["keys"]:
         _table(
             ("KEY ID", "SCHEME", "SIGNS", "PUBLIC KEY"),
@@ -255,6 +260,7 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
     new.add_argument("--scheme", required=True, help=_SCHEMES)
     new.add_argument("--id", help="key id (default: SCHEME-YYYYMMDD-XXXX)")
     new.add_argument("--node", help="the node the keyring belongs to (needed for ed25519)")
+    new.add_argument("--cluster", help="the cluster name that clients and nodes default to")
     new.add_argument("--force", action="store_true", help="replace an existing FILE")
     new.add_argument("file", metavar="FILE")
     new.set_defaults(handler=_cmd_new)

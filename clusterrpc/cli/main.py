@@ -1,22 +1,45 @@
 """``clusterrpc``: the admin command.
 
-Subcommands so far (later layers add ``call``, ``methods``, ``serve`` …):
-
+``clusterrpc call [OPTIONS] URL METHOD [ARG …]``
+    call a method of a node (or of any XML-RPC server over ``http(s)://``) and print its
+    result; each ARG is one JSON value in the notation of ``spec/vectors/README.md``
+    (``3``, ``'"n1"'``, ``'{"$bytes": "AAE="}'``); ``--oneway``, ``--json``
+    (:mod:`clusterrpc.cli.rpc`);
+``clusterrpc methods [OPTIONS] URL``
+    list the methods a node publishes, with signatures and help (``--json``, ``--verbose``);
+    both take ``-k/--keyring FILE`` (default ``$CLUSTERRPC_KEYRING``), ``--cluster NAME``
+    (default: the keyring's ``cluster``), ``--timeout SECONDS`` (default 10), ``--codec NAME``,
+    ``--insecure`` and ``--user USER[:PASSWORD]`` (HTTP Basic for foreign servers);
+``clusterrpc serve --config FILE [--print-addresses] [--check] [--log-level LEVEL]``
+    run a node described by a TOML file until SIGINT or SIGTERM (:mod:`clusterrpc.cli.serve`);
 ``clusterrpc roundtrip [--codec NAME …] [--show]``
     encode a sample election-vote call, reply and fault with every installed codec (or the named
     ones), decode them again, and report sizes and whether each round trip was exact;
 ``clusterrpc codecs``
     list the installed codecs with their wire ids and where they come from;
 ``clusterrpc encode [--codec NAME] call METHOD [ARG …] | reply VALUE | fault CODE MESSAGE``
-    write an encoded body to standard output; arguments and values are JSON in the notation of
-    ``spec/vectors/README.md`` (``{"$bytes": "..."}``, ``{"$datetime": "..."}``);
+    write an encoded body to standard output; arguments and values are JSON in the same
+    notation;
 ``clusterrpc decode [--codec NAME] call|response [FILE]``
     read a body (from FILE or standard input) and print it as JSON in the same notation;
 ``clusterrpc keys new|add|import|use|remove|untrust|list|export-public …``
     manage keyring files (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``).
 
-Exit status: 0 on success, 1 when a round trip is not exact or a body cannot be decoded, 2 for
-usage errors (bad arguments, unknown codec, a value that cannot be encoded).
+Errors are one line on standard error, ``clusterrpc: error: …`` (``clusterrpc: fault CODE:
+message`` for a fault), never a traceback. Exit status (:mod:`clusterrpc.cli.exits`):
+
+* 0 success;
+* 1 the remote method answered with a fault; for ``roundtrip``/``decode``, a round trip that is
+  not exact or a body that cannot be decoded;
+* 2 usage or configuration error: bad arguments, an ARG that is not JSON, an unknown codec, a
+  value that cannot be encoded, a missing or invalid keyring or config file, a service that
+  cannot be imported;
+* 3 transport error: cannot connect, connection lost, an HTTP error status, an answer that
+  cannot be decoded, an address ``serve`` cannot listen on;
+* 4 timeout: no answer within ``--timeout`` (a node does not answer calls that fail to
+  authenticate, so a wrong key or cluster name ends here too);
+* 5 authentication refused where it is visible: HTTP 401 or 403;
+* 130 interrupted by Ctrl-C; 141 standard output closed early (``… | head``).
 """
 
 from __future__ import annotations
@@ -24,12 +47,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from clusterrpc import __version__
-from clusterrpc.cli import keys
+from clusterrpc.cli import keys, rpc, serve
+from clusterrpc.cli.exits import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    status_of,
+)
 from clusterrpc.cli.notation import from_notation, to_notation
 from clusterrpc.codecs import (
     CallMessage,
@@ -38,12 +70,8 @@ from clusterrpc.codecs import (
     ReplyMessage,
     default_registry,
 )
-from clusterrpc.errors import ClusterRPCError, ConfigurationError, DecodeError, EncodeError
+from clusterrpc.errors import ClusterRPCError
 from clusterrpc.values import same_value
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 SAMPLE_VOTE: dict[str, Any] = {
     "term": 42,
@@ -58,15 +86,11 @@ SAMPLE_VOTE: dict[str, Any] = {
 }
 
 
-class _UsageError(Exception):
-    pass
-
-
 def _json_argument(text: str, what: str) -> Any:
     try:
         return from_notation(json.loads(text))
     except ValueError as error:
-        raise _UsageError(f"{what} is not valid JSON notation: {error}") from None
+        raise UsageError(f"{what} is not valid JSON notation: {error}") from None
 
 
 def _codec(name: str) -> Codec:
@@ -146,7 +170,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             with open(args.file, "rb") as handle:
                 data = handle.read()
         except OSError as error:
-            raise _UsageError(f"cannot read {args.file}: {error.strerror}") from None
+            raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
     message: CallMessage | ReplyMessage | FaultMessage
     message = codec.decode_call(data) if args.kind == "call" else codec.decode_response(data)
     if isinstance(message, CallMessage):
@@ -204,24 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("file", nargs="?", help="file to read (default: standard input)")
     decode.set_defaults(handler=_cmd_decode)
 
+    rpc.register(commands)
+    serve.register(commands)
     keys.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Run the command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status
+    (argparse exits with status 2 by itself on usage errors)."""
     try:
+        args = build_parser().parse_args(argv)
         status: int = args.handler(args)
-    except (_UsageError, EncodeError, ConfigurationError) as error:
-        print(f"clusterrpc: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except DecodeError as error:
-        print(f"clusterrpc: cannot decode: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except ClusterRPCError as error:
-        print(f"clusterrpc: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        sys.stdout.flush()  # here, so that a closed pipe is reported below, not at exit
+    except (UsageError, ClusterRPCError, KeyboardInterrupt) as error:
+        status, message = status_of(error)
+        print(f"clusterrpc: {message}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader of standard output went away (`clusterrpc methods URL | head`): end
+        # quietly, as a process killed by SIGPIPE would, without a traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     return status
 
 

@@ -1,0 +1,277 @@
+"""``clusterrpc serve --config FILE``: run a :class:`~clusterrpc.Node` until SIGINT or SIGTERM.
+
+The configuration file is TOML::
+
+    name = "n1"                                  # required: the node's name
+    cluster = "ORG/UK/EDIN"                      # default: the keyring's `cluster`
+    keyring = "cluster.keys"                     # relative to this file's directory
+    listen = ["tcp://127.0.0.1:7400", "udp://127.0.0.1:7400"]   # port 0: any free port
+    # optional Node options: timeout, drain_timeout, insecure, http_insecure, tls_certfile,
+    # tls_keyfile (relative paths: to this file's directory), debug, max_in_flight, max_packet,
+    # replay_window, freshness, codec
+
+    [services]                                   # published as election.*, ...
+    election = "mypkg.election:Election"
+
+A service is ``"module:attribute"`` (the attribute may be dotted): a class is instantiated with
+no arguments, a function is called with none (a factory), any other object is served as it is.
+The module must be importable (``PYTHONPATH``). Unknown keys, wrong types, a missing keyring and
+services that cannot be imported are refused before anything listens (exit status 2).
+
+Once every address is bound, ``clusterrpc: listening on URL`` is written to standard error for
+each address (with the port chosen when it was 0), and with ``--print-addresses`` the bare URLs
+are also written to standard output, one per line, so that scripts can read them. SIGINT or
+SIGTERM stops the node cleanly (calls in flight get ``drain_timeout`` seconds) and the command
+exits 0. ``--check`` loads the configuration, the keyring and the services, then exits 0 without
+listening. Logging goes to standard error (``--log-level``, default ``info``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import inspect
+import logging
+import math
+import signal
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clusterrpc.cli.exits import EXIT_OK, UsageError
+from clusterrpc.keyring import Keyring
+
+__all__ = ["ServeConfig", "load_config", "register", "resolve_service"]
+
+log = logging.getLogger("clusterrpc.serve")
+
+_Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
+
+# Node keyword options a config file may set, by the type check they need.
+_BOOL_OPTIONS = ("insecure", "http_insecure", "debug")
+_SECONDS_OPTIONS = ("timeout", "drain_timeout", "freshness")
+_COUNT_OPTIONS = ("max_in_flight", "max_packet", "replay_window")
+_PATH_OPTIONS = ("tls_certfile", "tls_keyfile")
+_KNOWN = ("name", "cluster", "keyring", "listen", "services", "codec",
+          *_BOOL_OPTIONS, *_SECONDS_OPTIONS, *_COUNT_OPTIONS, *_PATH_OPTIONS)  # fmt: skip
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """A checked ``serve`` configuration file."""
+
+    path: Path
+    name: str
+    cluster: str
+    keyring: Keyring | None
+    listen: list[str]
+    services: dict[str, str]
+    options: dict[str, Any]
+    """The other :class:`~clusterrpc.Node` keyword arguments."""
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read and check the configuration file ``path`` (and load its keyring). Raises
+    :class:`~clusterrpc.cli.exits.UsageError` or
+    :class:`~clusterrpc.errors.KeyringError` with a message naming the file and the key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+
+    def bad(key: str, wanted: str) -> UsageError:
+        return UsageError(f"{path}: `{key}` must be {wanted}, not {document[key]!r}")
+
+    unknown = sorted(set(document) - set(_KNOWN))
+    if unknown:
+        raise UsageError(f"{path}: unknown key `{unknown[0]}` (known: {', '.join(_KNOWN)})")
+    base = path.parent
+
+    name = document.get("name")
+    if name is None:
+        raise UsageError(f'{path}: `name` is required (the node\'s name, e.g. name = "n1")')
+    if not isinstance(name, str) or not name:
+        raise bad("name", "a non-empty string")
+
+    options: dict[str, Any] = {}
+    for key in _BOOL_OPTIONS:
+        if key in document:
+            if not isinstance(document[key], bool):
+                raise bad(key, "true or false")
+            options[key] = document[key]
+    for key in _SECONDS_OPTIONS:
+        if key in document:
+            value = document[key]
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not 0 < value < math.inf):
+                raise bad(key, "a positive number of seconds")
+            options[key] = float(value)
+    for key in _COUNT_OPTIONS:
+        if key in document:
+            value = document[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise bad(key, "a positive integer")
+            options[key] = value
+    for key in _PATH_OPTIONS:
+        if key in document:
+            if not isinstance(document[key], str) or not document[key]:
+                raise bad(key, "a file name")
+            options[key] = str(base / document[key])
+    if "codec" in document:
+        codec = document["codec"]
+        if isinstance(codec, bool) or not isinstance(codec, str | int):
+            raise bad("codec", "a codec name or wire id")
+        options["codec"] = codec
+
+    keyring: Keyring | None = None
+    if "keyring" in document:
+        if not isinstance(document["keyring"], str) or not document["keyring"]:
+            raise bad("keyring", "a file name")
+        keyring = Keyring.load(base / document["keyring"])
+    elif not options.get("insecure", False):
+        raise UsageError(
+            f'{path}: no keyring: set keyring = "FILE" (`clusterrpc keys new` makes one), or '
+            "insecure = true for a node that sends and accepts unauthenticated packets"
+        )
+
+    cluster = document.get("cluster")
+    if cluster is None:
+        cluster = keyring.cluster if keyring is not None else None
+        if cluster is None:
+            raise UsageError(f"{path}: no cluster name: set `cluster` here or in the keyring")
+    elif not isinstance(cluster, str) or not cluster:
+        raise bad("cluster", "a non-empty string")
+
+    listen = document.get("listen")
+    if listen is None:
+        raise UsageError(
+            f'{path}: `listen` is required, e.g. listen = ["tcp://127.0.0.1:7400"]'
+        )
+    if (not isinstance(listen, list) or not listen
+            or not all(isinstance(url, str) for url in listen)):
+        raise bad("listen", "a non-empty list of URLs")
+
+    services = document.get("services", {})
+    if not isinstance(services, dict):
+        raise bad("services", 'a table, e.g. [services] election = "mypkg.election:Election"')
+    for service, target in services.items():
+        if not isinstance(target, str) or ":" not in target:
+            raise UsageError(
+                f"{path}: service `{service}` must be \"module:attribute\" "
+                f"(e.g. \"mypkg.election:Election\"), not {target!r}"
+            )
+    return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
+                       listen=list(listen), services=dict(services), options=options)
+
+
+def resolve_service(service: str, target: str) -> object:
+    """The object to serve as ``service`` from ``"module:attribute"`` (see the module
+    docstring). Raises :class:`~clusterrpc.cli.exits.UsageError` with a one-line reason."""
+    module_name, _, attribute = target.partition(":")
+    where = f"service `{service}` ({target})"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise UsageError(f"{where}: cannot import {module_name}: "
+                         f"{_type_name(error)}: {error}") from None
+    found: Any = module
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise UsageError(f"{where}: {module_name} has no attribute {attribute!r}") from None
+    if inspect.isclass(found) or inspect.isfunction(found):
+        try:
+            return found()
+        except Exception as error:
+            raise UsageError(f"{where}: {attribute}() failed: "
+                             f"{_type_name(error)}: {error}") from None
+    return found
+
+
+def _build_node(config: ServeConfig) -> Any:
+    from clusterrpc.node import Node  # noqa: PLC0415 - the I/O layers load on use
+
+    node = Node(config.name, cluster=config.cluster, keyring=config.keyring,
+                listen=config.listen, **config.options)
+    for service, target in config.services.items():
+        published = node.serve(resolve_service(service, target), name=service)
+        log.info("serving %s: %s", service, ", ".join(published))
+    return node
+
+
+async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
+    node = _build_node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def request_stop(signum: int) -> None:
+        if stop.is_set():
+            log.info("already stopping (%s)", signal.Signals(signum).name)
+        else:
+            log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in signals:
+        loop.add_signal_handler(signum, request_stop, signum)
+    try:
+        await node.start()
+        try:
+            for url in node.addresses:
+                print(f"clusterrpc: listening on {url}", file=sys.stderr, flush=True)
+            if print_addresses:
+                print("\n".join(node.addresses), flush=True)
+            log.info("node %s of cluster %s started", config.name, config.cluster)
+            await stop.wait()
+        finally:
+            await node.stop()
+        log.info("node %s stopped", config.name)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.check:
+        _build_node(config)
+        print(f"{config.path}: ok (node {config.name}, cluster {config.cluster}, "
+              f"{len(config.services)} service(s))")
+        return EXIT_OK
+    # Configured here, not at import: only a process that runs a node owns its logging.
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(_run(config, print_addresses=args.print_addresses))
+
+
+def register(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """Add ``serve`` to ``commands`` (the subparsers of ``clusterrpc``)."""
+    serve = commands.add_parser(
+        "serve", help="run a node from a configuration file",
+        description="Run a node from a TOML configuration file until SIGINT or SIGTERM.",
+    )
+    serve.add_argument("--config", "-c", metavar="FILE", required=True,
+                       help="the node's TOML configuration")
+    serve.add_argument("--print-addresses", action="store_true",
+                       help="write the bound URLs to standard output, one per line")
+    serve.add_argument("--check", action="store_true",
+                       help="check the configuration and the services, then exit")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"],
+                       help="logging to standard error (default: info)")
+    serve.set_defaults(handler=_cmd_serve)
