@@ -1,0 +1,160 @@
+"""Where one clusterrpc call's CPU time goes, stage by stage, in one process and without
+sockets (``bench_rpc.py --profile`` prints it next to the profiles).
+
+Each stage is timed on fresh packets (the replay window refuses a packet twice), best of a
+few rounds, so the figures hold on a shared machine where wall-clock profiles of the two
+processes mostly show who waited for whom. The same work done by the standard library's
+``xmlrpc.client`` and Pyro5's serpent serializer is shown for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from typing import Any
+
+from clusterrpc import Keyring, Node, remote
+from clusterrpc.codecs import CallMessage
+from clusterrpc.packet import FrameDecoder, frame
+from clusterrpc.transports.engine import Messenger
+
+ROUNDS = 5
+
+
+def _best(prepare: Callable[[int], Any], run: Callable[[Any], object], count: int) -> float:
+    """Best microseconds per item of ``run(items)`` over ``ROUNDS`` rounds of ``count`` items
+    made fresh by ``prepare(count)`` (untimed)."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        items = prepare(count)
+        started = time.perf_counter()
+        run(items)
+        best = min(best, (time.perf_counter() - started) / count)
+    return best * 1e6
+
+
+def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dict[str, Any],
+              count: int = 2000) -> list[tuple[str, float]]:
+    """``(stage, microseconds per call)`` rows; see the module docstring."""
+
+    class Election:
+        @remote
+        def vote(self, ballot: dict) -> dict:
+            return reply
+
+    node = Node("bench-server", cluster=cluster, keyring=keyring)
+    node.serve(Election(), name="election")
+    server = node.messenger
+    call_server = node.call_server
+    client = Messenger(node="client.bench.1.000000", cluster=cluster, keyring=keyring)
+    message = CallMessage("election.vote", (ballot,))
+    codec = client.codec
+    body = codec.encode_call(message.method, message.params)
+    reply_body = codec.encode_reply(reply)
+    ids = iter(range(1, 1 << 62))
+
+    def calls(n: int) -> list[bytes]:
+        return [client.seal_call(next(ids), message) for _ in range(n)]
+
+    def answers(n: int) -> list[bytes]:
+        return [server.seal_answer(next(ids), codec.codec_id, reply) for _ in range(n)]
+
+    def each(function: Callable[[Any], object]) -> Callable[[list[Any]], None]:
+        def run(items: list[Any]) -> None:
+            for item in items:
+                function(item)
+
+        return run
+
+    def repeat(function: Callable[[], object]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                function()
+
+        return run
+
+    def ints(n: int) -> int:
+        return n
+
+    sink: list[bytes] = []
+
+    def serve(packet: bytes) -> None:
+        received = server.open(packet, peer="bench")
+        assert received is not None
+        call_server.serve(received, transport="tcp", peer="bench", respond=sink.append)
+
+    def decode_call(packet: bytes) -> None:
+        received = server.open(packet, peer="bench")
+        assert received is not None
+        server.opener.decode(received)
+
+    def answer(packet: bytes) -> None:
+        received = client.open(packet, peer="bench")
+        assert received is not None
+        client.decode_answer(received)
+
+    def round_trip(_: int) -> None:
+        decoder_in = FrameDecoder(max_frame=1 << 20)
+        decoder_out = FrameDecoder(max_frame=1 << 20)
+        for _ in range(count):
+            packet = client.seal_call(next(ids), message)
+            for data in decoder_in.feed(frame(packet)):
+                serve(data)
+            for data in decoder_out.feed(frame(sink.pop())):
+                answer(data)
+
+    rows: list[tuple[str, float]] = [
+        ("client: codec encode_call (xmlrpc)",
+         _best(ints, repeat(lambda: codec.encode_call(message.method, message.params)), count)),
+        ("client: Messenger.seal_call (encode + header + HMAC)",
+         _best(ints, repeat(lambda: client.seal_call(next(ids), message)), count)),
+        ("server: frame() + FrameDecoder.feed",
+         _best(ints, repeat(lambda: FrameDecoder(max_frame=1 << 20).feed(frame(body))), count)),
+        ("server: Messenger.open (header, HMAC, replay window)",
+         _best(calls, each(lambda p: server.open(p, peer="bench")), count)),
+        ("server: open + codec decode_call", _best(calls, each(decode_call), count)),
+        ("server: codec decode_call alone", _best(
+            ints, repeat(lambda: codec.decode_call(body)), count)),
+        ("server: open + CallServer.serve (decode, dispatch, seal answer)",
+         _best(calls, each(serve), count)),
+        ("server: Messenger.seal_answer (encode reply + header + HMAC)",
+         _best(ints, repeat(lambda: server.seal_answer(1, codec.codec_id, reply)), count)),
+        ("client: Messenger.open + decode_answer of the reply",
+         _best(answers, each(answer), count)),
+        ("client: codec decode_response alone",
+         _best(ints, repeat(lambda: codec.decode_response(reply_body)), count)),
+        ("whole call in one process (both sides, framing, no sockets)",
+         _best(ints, round_trip, count)),
+    ]
+    sink.clear()
+
+    # The same serialization work done by the other contenders (no authentication in either).
+    args = (ballot,)
+    std_call = xmlrpc.client.dumps(args, "election.vote", allow_none=True)
+    std_reply = xmlrpc.client.dumps((reply,), methodresponse=True, allow_none=True)
+
+    def stdlib_work() -> None:
+        xmlrpc.client.dumps(args, "election.vote", allow_none=True)
+        xmlrpc.client.loads(std_call, use_builtin_types=True)
+        xmlrpc.client.dumps((reply,), methodresponse=True, allow_none=True)
+        xmlrpc.client.loads(std_reply, use_builtin_types=True)
+
+    rows.append(("stdlib xmlrpc.client dumps+loads of call and reply",
+                 _best(ints, repeat(stdlib_work), count)))
+    try:
+        import serpent  # noqa: PLC0415 - Pyro5's default serializer, when installed
+    except ImportError:
+        return rows
+    s_call = serpent.dumps(("election", "vote", args, {}))
+    s_reply = serpent.dumps(reply)
+
+    def serpent_work() -> None:
+        serpent.dumps(("election", "vote", args, {}))
+        serpent.loads(s_call)
+        serpent.dumps(reply)
+        serpent.loads(s_reply)
+
+    rows.append(("Pyro5's serpent dumps+loads of call and reply",
+                 _best(ints, repeat(serpent_work), count)))
+    return rows
