@@ -269,7 +269,7 @@ def _refuse_header(fields: tuple[object, ...], size: int, end: int) -> NoReturn:
         raise PacketError(f"unsupported packet version {version}")
     if flags not in _VALID_FLAGS:
         raise PacketError(f"invalid flags: {check_flags(flags)}")  # type: ignore[arg-type]
-    if timeout_code and not flags & CALL:  # type: ignore[operator]
+    if timeout_code and not flags & CALL:
         raise PacketError("only a call carries a timeout")
     if key_length > MAX_KEY_ID or not cluster_length or not sender_length:  # type: ignore[operator]
         raise PacketError("invalid key id, cluster or sender length")

@@ -26,7 +26,7 @@ def test_election_example_runs(tmp_path: Path) -> None:
     keyring.save(tmp_path / "cluster.keys")
     script = tmp_path / "election.py"
     script.write_text(EXAMPLE.read_text().replace("7400", str(free_port())))
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
         timeout=30, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

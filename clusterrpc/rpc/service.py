@@ -85,6 +85,10 @@ class Method:
     signature: inspect.Signature
     hints: Mapping[str, Any]
     help: str
+    arity: tuple[int, int, tuple[Callable[[object], bool] | None, ...]] | None = None
+    """For a signature of plain positional parameters: (fewest, most, one type check per
+    parameter or ``None`` where any value goes), so that a call is checked without
+    :meth:`inspect.Signature.bind`; ``None`` for other signatures."""
 
     def xmlrpc_signature(self) -> list[list[str]] | str:
         """``[[return type, parameter types…]]`` in XML-RPC type names, or ``"undef"`` when a
@@ -131,20 +135,44 @@ def _accepts(hint: object, value: object) -> bool:
     return True  # a hint we do not map (a TypedDict, a Protocol …): the method checks itself
 
 
+def _checker(hint: object) -> Callable[[object], bool] | None:
+    """A fast test equivalent to ``_accepts(hint, value)``, or ``None`` if it accepts all."""
+    if hint is inspect.Parameter.empty or hint is Any:
+        return None
+    exact = next((kind for kind in (int, str, bytes, bool, dict) if hint is kind), None)
+    if exact is not None:
+        return lambda value: type(value) is exact or _accepts(hint, value)
+    return lambda value: _accepts(hint, value)
+
+
+def _arity(signature: inspect.Signature, hints: Mapping[str, Any]
+           ) -> tuple[int, int, tuple[Callable[[object], bool] | None, ...]] | None:
+    parameters = list(signature.parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(parameter.kind not in positional for parameter in parameters):
+        return None
+    required = sum(parameter.default is inspect.Parameter.empty for parameter in parameters)
+    checks = tuple(_checker(hints.get(parameter.name, inspect.Parameter.empty))
+                   for parameter in parameters)
+    return required, len(parameters), checks
+
+
 def _method_from(function: Callable[..., Any], name: str, spec: RemoteSpec) -> Method:
     try:
         hints = typing.get_type_hints(function)
     except Exception:  # unresolvable forward references: publish without type checks
         hints = {}
     unwrapped = inspect.unwrap(function)
+    signature = inspect.signature(function)
     return Method(
         name=name,
         function=function,
         oneway=spec.oneway,
         is_async=inspect.iscoroutinefunction(unwrapped),
-        signature=inspect.signature(function),
+        signature=signature,
         hints=hints,
         help=inspect.getdoc(function) or "",
+        arity=_arity(signature, hints),
     )
 
 
@@ -229,6 +257,15 @@ class ServiceRegistry:
 
     def check_arguments(self, method: Method, params: Sequence[Value]) -> None:
         """Raise ``Fault(-32602)`` if ``params`` do not fit ``method``'s signature and hints."""
+        arity = method.arity
+        if arity is not None and arity[0] <= len(params) <= arity[1]:
+            # The common case, without Signature.bind(); any doubt goes the slow way below,
+            # which also words the error.
+            for check, value in zip(arity[2], params, strict=False):
+                if check is not None and not check(value):
+                    break
+            else:
+                return
         try:
             bound = method.signature.bind(*params)
         except TypeError as error:
