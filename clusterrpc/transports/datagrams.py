@@ -73,10 +73,14 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     ``address``: where to bind (``udp://host:port``; port 0 for any). ``call_server``: serves
     incoming calls; ``None`` for a client-only socket, which drops calls (counted in
     ``unexpected``). ``max_in_flight``: normal calls waiting for answers at once.
+    ``receive_buffer``: the socket's receive buffer in bytes (``SO_RCVBUF``), asked of the
+    kernel, which caps it (``net.core.rmem_max``): datagrams that arrive while it is full are
+    lost, so a node receiving bursts of one-way calls wants a large one.
     """
 
     def __init__(self, address: Address, messenger: Messenger, *,
-                 call_server: CallServer | None, max_in_flight: int = 256) -> None:
+                 call_server: CallServer | None, max_in_flight: int = 256,
+                 receive_buffer: int = 4 << 20) -> None:
         if address.scheme != "udp" or address.multicast:
             raise ConfigurationError(f"{address} is not a unicast UDP address")
         self.address = address
@@ -87,6 +91,7 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         self.unexpected = 0
         self.send_errors = 0
         self.closed = False
+        self.receive_buffer = receive_buffer
         self._bound: Address | None = None
 
     @property
@@ -114,6 +119,9 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
                 f"cannot listen on {self.address}: {describe_os_error(error)}"
             ) from error
         assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError):  # a buffer size the kernel refuses is not fatal
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         host, port = self.transport.get_extra_info("sockname")[:2]
         self._bound = Address("udp", host=host, port=port)
 
