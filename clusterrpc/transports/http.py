@@ -67,12 +67,14 @@ from clusterrpc.errors import (
     FaultCode,
     HTTPError,
     LimitExceededError,
+    TransportError,
 )
 from clusterrpc.keyring import Key, Keyring
 from clusterrpc.rpc.context import CallContext
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
+from clusterrpc.transports.streams import describe_os_error
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 __all__ = [
@@ -106,6 +108,7 @@ _LINGER = 2.0
 _CLOSE_WAIT = 1.0
 """Seconds to wait for a closed connection to finish closing (a TLS close) before aborting."""
 _PRODUCT = b"clusterrpc"
+_PHRASES = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
 _XML_TYPE = b"text/xml; charset=utf-8"
 
 
@@ -236,10 +239,27 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
+def _request_path(target: bytes) -> bytes:
+    """The path of a request target, without its query; absolute-form targets
+    (``http://host/RPC2``, which RFC 9112 requires servers to accept) give their path."""
+    path = target.partition(b"?")[0]
+    if not path.startswith(b"/"):
+        path = b"/" + path.partition(b"://")[2].partition(b"/")[2]
+    return path
+
+
 def _sent(data: bytes | None) -> bytes:
     """What ``h11.Connection.send`` returned for an event other than ``ConnectionClosed``."""
     assert data is not None
     return data
+
+
+def _describe(error: OSError) -> str:
+    """An ``OSError`` in words, as the other transports say it; a TLS error by its own text
+    (its ``errno`` is OpenSSL's, not the system's)."""
+    if isinstance(error, ssl.SSLError):
+        return str(error)
+    return describe_os_error(error)
 
 
 def _host_port(host: str, port: int) -> str:
@@ -368,8 +388,9 @@ class HttpServer:
         return self._closing
 
     async def start(self) -> None:
-        """Bind and start accepting connections. Raises :class:`~clusterrpc.errors.ConnectError`
-        if the address cannot be bound (in use, not local, no permission), and
+        """Bind and start accepting connections. Raises
+        :class:`~clusterrpc.errors.TransportError` if the address cannot be bound (in use, not
+        local, no permission), and
         :class:`~clusterrpc.errors.ConnectionClosedError` after :meth:`close`."""
         if self._closing:
             raise ConnectionClosedError("the HTTP endpoint was closed")
@@ -385,7 +406,9 @@ class HttpServer:
                 limit=_CHUNK,
             )
         except OSError as error:
-            raise ConnectError(f"cannot listen on {self.address}: {error}") from error
+            raise TransportError(
+                f"cannot listen on {self.address}: {_describe(error)}"
+            ) from error
         port = self._server.sockets[0].getsockname()[1]
         self._url = str(dataclasses.replace(self.address, port=port))
         _log.info("serving XML-RPC on %s", self._url)
@@ -400,9 +423,12 @@ class HttpServer:
         if server is None:
             return
         server.close()
-        for task, connection in list(self._connections.items()):
+        for connection in self._connections.values():
             if connection.idle:
-                task.cancel()
+                # Closing the transport ends the pending read: the task ends by itself
+                # (cancelling would do too, but a connection task that ends cancelled makes
+                # Python 3.12.1's stream machinery log an error).
+                connection.writer.close()
         tasks = set(self._connections)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
@@ -424,14 +450,22 @@ class HttpServer:
         assert task is not None
         self.counters["connections"] += 1
         connection = _ServerConnection(self, reader, writer)
+        if self._closing:  # accepted just before close(), started just after it
+            await connection.close()
+            return
         overloaded = len(self._connections) >= self.max_connections
         self._connections[task] = connection
         try:
             await connection.run(overloaded=overloaded)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # close() cancelled this request after its drain timeout: the connection is
+            # closed and the task ends normally (see close()).
         finally:
             del self._connections[task]
 
-    def date_header(self) -> bytes:
+    def _date_header(self) -> bytes:
         """The ``Date`` header value for now (RFC 9110 asks origin servers for one), computed
         at most once a second."""
         now = int(time.time())
@@ -439,7 +473,7 @@ class HttpServer:
             self._date = (now, email.utils.formatdate(now, usegmt=True).encode("ascii"))
         return self._date[1]
 
-    def encode_fault(self, code: int, message: str) -> bytes:
+    def _fault(self, code: int, message: str) -> bytes:
         """The fault response for ``code`` and ``message``, or an ``INTERNAL_ERROR`` fault if
         they cannot be encoded (an application's message with characters XML cannot carry, a
         code beyond 32 bits)."""
@@ -455,13 +489,14 @@ class HttpServer:
 
     async def dispatch(self, body: bytes, *, key_id: str | None, peer: str) -> bytes:
         """Run the XML-RPC request ``body`` and return the response body (a reply or a fault;
-        never raises for anything the body holds). See ``spec/http.md``, "Calls"."""
+        never raises for anything the body holds). See ``spec/http.md``, "Requests and their
+        answers"."""
         codec = self.codec
         try:
             call = codec.decode_call(body)
         except DecodeError as error:
             _log.debug("undecodable request from %s: %s", peer, error)
-            return self.encode_fault(error.fault_code, error.reason)
+            return self._fault(error.fault_code, error.reason)
         self.counters["calls"] += 1
         registry = self.registry
         try:
@@ -484,12 +519,12 @@ class HttpServer:
                 return self._nil_reply
             value = await registry.invoke(call, context)
         except Fault as fault:
-            return self.encode_fault(fault.code, fault.message)
+            return self._fault(fault.code, fault.message)
         try:
             return codec.encode_reply(value)
         except EncodeError as error:
             _log.warning("the result of %s cannot be encoded: %s", call.method, error)
-            return self.encode_fault(
+            return self._fault(
                 FaultCode.INTERNAL_ERROR, f"the result of {call.method} cannot be encoded: {error}"
             )
 
@@ -507,7 +542,7 @@ class _Refused(Exception):
 class _ServerConnection:
     """One accepted connection of :class:`HttpServer`: reads requests, answers them."""
 
-    __slots__ = ("conn", "idle", "peer", "reader", "server", "writer")
+    __slots__ = ("conn", "head_request", "idle", "peer", "reader", "server", "writer")
 
     def __init__(
         self, server: HttpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -517,7 +552,10 @@ class _ServerConnection:
         self.writer = writer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         self.idle = False
-        """Whether the connection waits for a next request (``close`` cancels it then)."""
+        """Whether nothing is in progress: the connection waits for a next request, or lingers
+        after a refusal (``HttpServer.close`` closes it at once then)."""
+        self.head_request = False
+        """Whether the request being answered is a ``HEAD`` (answered without a body)."""
         peername = writer.get_extra_info("peername")
         self.peer = (
             _host_port(peername[0], peername[1]) if isinstance(peername, tuple) else "?"
@@ -534,7 +572,7 @@ class _ServerConnection:
                     return
                 server.counters["requests"] += 1
                 if overloaded:
-                    raise _Refused(503, "overloaded", [(b"retry-after", b"1")])
+                    raise _Refused(503, "overloaded", [(b"Retry-After", b"1")])
                 if not await self._answer(request):
                     return
                 self.conn.start_next_cycle()
@@ -548,13 +586,17 @@ class _ServerConnection:
             # Not HTTP, or a head over _MAX_HEAD (431). h11 lets a server answer even then.
             _log.debug("bad HTTP from %s: %s", self.peer, error)
             await self._refuse(_Refused(error.error_status_hint, "bad_requests"))
-        except TimeoutError:
-            server.counters["timeouts"] += 1
+        except TimeoutError as error:
+            if error.errno is None:  # a deadline of ours, not the system's ETIMEDOUT
+                server.counters["timeouts"] += 1
             _log.debug("dropped %s: request not received in time", self.peer)
         except OSError as error:
             _log.debug("connection from %s broke: %s", self.peer, error)
+        except Exception:  # a bug: log it, drop this connection, keep serving the others
+            _log.exception("internal error serving %s", self.peer)
         finally:
-            await self._close()
+            self.idle = False
+            await self.close()
 
     async def _wait_for_next_request(self) -> float | None:
         """Wait, idle, for the first byte of the next request (or use a pipelined one already
@@ -588,23 +630,30 @@ class _ServerConnection:
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
+        self.head_request = event.method == b"HEAD"
+        # h11 bounds only a head that is still incomplete; one that arrived whole in a single
+        # read is measured here (target, names, values, separators), so the bound holds
+        # however the head arrives.
+        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if size > _MAX_HEAD:
+            raise _Refused(431, "bad_requests")
         return event
 
     async def _answer(self, request: h11.Request) -> bool:
         """Answer one request; return whether the connection may carry another one. Raises
         :class:`_Refused` for requests refused before their body is read."""
         server = self.server
-        if request.target.partition(b"?")[0] != server._path:
+        if _request_path(request.target) != server._path:
             raise _Refused(404, "bad_requests")
         if request.method != b"POST":
-            raise _Refused(405, "bad_requests", [(b"allow", b"POST")])
+            raise _Refused(405, "bad_requests", [(b"Allow", b"POST")])
         key_id = None
         if server.auth is not None:
             key_id = server.auth.check(_header(request.headers, b"authorization"))
             if key_id is None:
                 _log.debug("unauthorized request from %s", self.peer)
                 raise _Refused(401, "unauthorized", [
-                    (b"www-authenticate", f'Basic realm="{REALM}"'.encode("ascii")),
+                    (b"WWW-Authenticate", f'Basic realm="{REALM}"'.encode("ascii")),
                 ])  # fmt: skip
         max_size = server.codec.limits.max_size
         length = _header(request.headers, b"content-length")  # h11 checked its syntax
@@ -627,9 +676,9 @@ class _ServerConnection:
                     break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         response = await server.dispatch(body, key_id=key_id, peer=self.peer)
-        headers = [(b"content-type", _XML_TYPE)]
+        headers = [(b"Content-Type", _XML_TYPE)]
         if server.closing:
-            headers.append((b"connection", b"close"))
+            headers.append((b"Connection", b"close"))
         await self._send(200, headers, response)
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
 
@@ -637,16 +686,23 @@ class _ServerConnection:
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> None:
         headers += [
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"date", self.server.date_header()),
-            (b"server", _PRODUCT),
+            (b"Content-Length", str(len(body)).encode("ascii")),
+            (b"Date", self.server._date_header()),
+            (b"Server", _PRODUCT),
         ]
         conn = self.conn
-        self.writer.writelines((
-            _sent(conn.send(h11.Response(status_code=status, headers=headers))),
+        response = h11.Response(status_code=status, headers=headers,
+                                reason=_PHRASES.get(status, b""))  # fmt: skip
+        if self.head_request:
+            body = b""  # a response to HEAD has the headers of the full one, and no body
+        parts = (
+            _sent(conn.send(response)),
             _sent(conn.send(h11.Data(data=body))),
-            _sent(conn.send(h11.EndOfMessage())),
-        ))  # fmt: skip
+            _sent(conn.send(h11.EndOfMessage())),  # b"" with Content-Length framing
+        )
+        # No empty parts: on Python 3.12.1, an empty buffer given to writelines stays queued
+        # for ever, so a later write_eof or close never completes.
+        self.writer.writelines([part for part in parts if part])
         await self.writer.drain()
 
     async def _refuse(self, refusal: _Refused) -> None:
@@ -654,14 +710,14 @@ class _ServerConnection:
         self.server.counters[refusal.counter] += 1
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already under way: nothing more can be said
-        phrase = http.HTTPStatus(refusal.status).phrase
         headers = [
             *refusal.headers,
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"connection", b"close"),
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Connection", b"close"),
         ]
         try:
-            await self._send(refusal.status, headers, f"{refusal.status} {phrase}\n".encode())
+            text = b"%d %s\n" % (refusal.status, _PHRASES[refusal.status])
+            await self._send(refusal.status, headers, text)
             if self.writer.can_write_eof():
                 self.writer.write_eof()
             # Nothing is in progress any more: close() need not wait for the lingering.
@@ -682,10 +738,12 @@ class _ServerConnection:
                 if not data:
                     return
                 conn.receive_data(data)
-        while await self.reader.read(_CHUNK):  # a request h11 could not parse: until EOF
-            pass
+        if conn.their_state is h11.ERROR:  # a request h11 could not parse: read until EOF
+            while await self.reader.read(_CHUNK):
+                pass
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
+        """Close the connection, waiting a little for it to close cleanly (a TLS close)."""
         self.writer.close()
         try:
             async with asyncio.timeout(_CLOSE_WAIT):
@@ -714,7 +772,8 @@ class _ClientProtocol:
     connection must be closed after either.
     """
 
-    __slots__ = ("_body", "_conn", "_headers", "_max_size", "_path", "_size", "_status")
+    __slots__ = ("_body", "_broken", "_conn", "_headers", "_max_size", "_path", "_size",
+                 "_status")
 
     def __init__(self, *, path: bytes, headers: list[tuple[bytes, bytes]], max_size: int) -> None:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
@@ -724,20 +783,22 @@ class _ClientProtocol:
         self._status: tuple[int, str] | None = None
         self._body: list[bytes] = []
         self._size = 0
+        self._broken = False
 
     def request(self, body: bytes) -> bytes:
         """The bytes of a ``POST`` carrying ``body``."""
         conn = self._conn
-        headers = [*self._headers, (b"content-length", str(len(body)).encode("ascii"))]
+        headers = [*self._headers, (b"Content-Length", str(len(body)).encode("ascii"))]
         head = _sent(conn.send(h11.Request(method=b"POST", target=self._path, headers=headers)))
         data = _sent(conn.send(h11.Data(data=body)))  # Content-Length framing: body as it is
         return head + data + _sent(conn.send(h11.EndOfMessage()))
 
     @property
     def reusable(self) -> bool:
-        """Whether the connection may carry another request (true after a complete response on
-        a keep-alive connection)."""
-        return self._conn.our_state is h11.IDLE and self._conn.their_state is h11.IDLE
+        """Whether the connection may carry another request (true after a complete 200
+        response on a keep-alive connection)."""
+        conn = self._conn
+        return not self._broken and conn.our_state is h11.IDLE and conn.their_state is h11.IDLE
 
     def receive(self, data: bytes) -> _Response | None:
         """Feed bytes read from the connection (``b""`` for end of file); return the response
@@ -750,7 +811,13 @@ class _ClientProtocol:
                 if event is h11.NEED_DATA:
                     return None
                 if isinstance(event, h11.Response):
-                    self._status = (event.status_code, event.reason.decode("latin-1"))
+                    reason = event.reason.decode("latin-1")
+                    if event.status_code != 200:
+                        # An HTTP error: its body is not XML-RPC and is not read (the
+                        # connection is then closed rather than drained).
+                        self._broken = True
+                        return _Response(event.status_code, reason, b"")
+                    self._status = (event.status_code, reason)
                     length = _header(event.headers, b"content-length")
                     if length is not None and int(length) > self._max_size:
                         raise self._too_large(int(length))
@@ -818,15 +885,18 @@ class _HttpChannelBase:
         assert address.host is not None
         assert address.port is not None
         self._host, self._port = address.host, address.port
+        try:
+            host = address.host if address.host.isascii() else address.host.encode("idna").decode()
+        except UnicodeError as error:
+            raise ConfigurationError(f"invalid host name in {url!r}: {error}") from None
         headers = [
-            (b"host", _host_port(address.host.encode("idna").decode("ascii"), address.port)
-             .encode("ascii")),
-            (b"user-agent", _PRODUCT),
-            (b"content-type", self.codec.media_type.encode("ascii")),
-            (b"accept", self.codec.media_type.encode("ascii")),
+            (b"Host", _host_port(host, address.port).encode("ascii")),
+            (b"User-Agent", _PRODUCT),
+            (b"Content-Type", self.codec.media_type.encode("ascii")),
+            (b"Accept", self.codec.media_type.encode("ascii")),
         ]
         if credentials is not None:
-            headers.append((b"authorization", _basic_authorization(credentials)))
+            headers.append((b"Authorization", _basic_authorization(credentials)))
         self._headers = headers
         self._path = (address.path or "/RPC2").encode("ascii")
         self._closed = False
@@ -854,7 +924,9 @@ class _HttpChannelBase:
 
     def _timed_out(self, method: str, timeout: float | None) -> CallTimeoutError:
         return CallTimeoutError(
-            f"call to {method!r} at {self.url} got no reply within {timeout:g} s"
+            f"call to {method!r} at {self.url} got no reply in time"
+            if timeout is None
+            else f"call to {method!r} at {self.url} got no reply within {timeout:g} s"
         )
 
 
@@ -928,7 +1000,7 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
                 raise ConnectionClosedError(f"the channel to {self.url} is closed")
             try:
                 response = self._exchange(body, deadline)
-            except TimeoutError:  # socket.timeout: the deadline passed during I/O
+            except _Expired:
                 self._disconnect()
                 raise self._timed_out(method, timeout) from None
             except BaseException:
@@ -963,12 +1035,22 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
 
     @staticmethod
     def _remaining(deadline: float | None) -> float | None:
+        """Seconds left until ``deadline`` (a socket timeout); raises :class:`_Expired`."""
         if deadline is None:
             return None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError
+            raise _Expired
         return remaining
+
+    def _failure(
+        self, error: OSError, kind: type[TransportError], what: str
+    ) -> TransportError | _Expired:
+        """What ``error`` from a socket means: the call's deadline (a socket timeout, which
+        has no errno, unlike the system's ETIMEDOUT), or a ``kind`` error saying ``what``."""
+        if isinstance(error, TimeoutError) and error.errno is None:
+            return _Expired()
+        return kind(f"{what} {self.url}: {_describe(error)}")
 
     def _exchange(self, body: bytes, deadline: float | None) -> _Response:
         sock = self._sock
@@ -988,10 +1070,8 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
                 response = protocol.receive(sock.recv(_CHUNK))
                 if response is not None:
                     break
-        except TimeoutError:
-            raise
         except OSError as error:
-            raise ConnectionLostError(f"connection to {self.url} broke: {error}") from error
+            raise self._failure(error, ConnectionLostError, "connection lost to") from error
         if not protocol.reusable:
             self._disconnect()
         return response
@@ -1001,10 +1081,8 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
             sock = socket.create_connection(
                 (self._host, self._port), timeout=self._remaining(deadline)
             )
-        except TimeoutError:
-            raise
         except OSError as error:
-            raise ConnectError(f"cannot connect to {self.url}: {error}") from error
+            raise self._failure(error, ConnectError, "cannot connect to") from error
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
@@ -1012,8 +1090,8 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
                 sock = self.ssl_context.wrap_socket(sock, server_hostname=self._host)
         except BaseException as error:
             sock.close()
-            if isinstance(error, OSError) and not isinstance(error, TimeoutError):
-                raise ConnectError(f"TLS with {self.url} failed: {error}") from error
+            if isinstance(error, OSError):
+                raise self._failure(error, ConnectError, "TLS failed with") from error
             raise
         self._sock = sock
         self._protocol = self._new_protocol()
@@ -1023,6 +1101,10 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+
+
+class _Expired(Exception):
+    """Inside :class:`HttpBlockingChannel`: the call's deadline passed."""
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -1119,7 +1201,9 @@ class HttpChannel(_HttpChannelBase, AsyncChannel):
                 if response is not None:
                     break
         except OSError as error:
-            raise ConnectionLostError(f"connection to {self.url} broke: {error}") from error
+            raise ConnectionLostError(
+                f"connection lost to {self.url}: {_describe(error)}"
+            ) from error
         if not protocol.reusable:
             self._disconnect()
         return response
@@ -1132,7 +1216,7 @@ class HttpChannel(_HttpChannelBase, AsyncChannel):
                 server_hostname=self._host if context is not None else None, limit=_CHUNK,
             )  # fmt: skip
         except OSError as error:
-            raise ConnectError(f"cannot connect to {self.url}: {error}") from error
+            raise ConnectError(f"cannot connect to {self.url}: {_describe(error)}") from error
         if self._closed:  # aclose ran while connecting
             writer.close()
             raise ConnectionClosedError(f"the channel to {self.url} is closed")
