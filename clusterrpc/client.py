@@ -119,27 +119,32 @@ def connect(
     keyring sends unauthenticated packets, for explicitly insecure nodes only.
 
     ``http://`` and ``https://`` endpoints speak standard XML-RPC: any XML-RPC server works.
-    ``credentials`` is the HTTP Basic ``(user, password)``; by default a clusterrpc node's
-    credentials are derived from ``keyring`` when it has keys.
+    ``credentials`` (or ``user:password@`` in the URL) is the HTTP Basic ``(user, password)``;
+    without them, a ``keyring`` with keys gives a clusterrpc node's credentials (its signing
+    key's token, ``spec/http.md``), so pass a keyring only to your own nodes.
 
     ``timeout``: the default per-call timeout in seconds (``None``: wait forever; UDP calls
     always need one). Nothing is connected until the first call. Raises
     :class:`~clusterrpc.errors.ConfigurationError` for a bad URL or configuration.
     """
-    address = parse_address(url)
     timeout = check_timeout(timeout)
     channel: BlockingChannel
-    if address.scheme in ("http", "https"):
+    if url.lower().startswith(("http://", "https://")):
         # Imported on use: scripts that never speak HTTP do not load h11.
         from clusterrpc.transports.http import (  # noqa: PLC0415
             HttpBlockingChannel,
             http_credentials,
+            split_userinfo,
         )
 
+        url, in_url = split_userinfo(url)
+        parse_address(url)  # the URL's errors, in the same words as for other schemes
+        credentials = credentials or in_url
         if credentials is None and keyring is not None and keyring.keys:
             credentials = http_credentials(keyring)
         channel = HttpBlockingChannel(url, credentials=credentials, limits=limits)
         return Client(channel, timeout=timeout)
+    address = parse_address(url)
     if address.multicast:
         raise ConfigurationError(f"{url} is a multicast group; connect() calls one endpoint")
     cluster = cluster or (keyring.cluster if keyring is not None else None)

@@ -160,12 +160,9 @@ class Node:
         if (tls_certfile is None) != (tls_keyfile is None):
             raise ConfigurationError("tls_certfile and tls_keyfile go together")
         if tls_certfile is not None and tls_keyfile is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                context.load_cert_chain(tls_certfile, tls_keyfile)
-            except (OSError, ssl.SSLError) as error:
-                raise ConfigurationError(f"cannot load the TLS certificate: {error}") from None
-            self._ssl_context = context
+            from clusterrpc.transports.http import server_ssl_context  # noqa: PLC0415
+
+            self._ssl_context = server_ssl_context(tls_certfile, tls_keyfile)
         for address in self._listen:
             if address.multicast:
                 raise ConfigurationError(f"{address}: multicast groups are not listen addresses")
@@ -183,7 +180,7 @@ class Node:
         self._udp_endpoints: list[DatagramEndpoint] = []
         self._http_servers: list[Any] = []  # transports.http.HttpServer, imported on use
         self._client_udp: dict[int, DatagramEndpoint] = {}
-        self._channels: dict[tuple[str, str], AsyncChannel] = {}
+        self._channels: dict[tuple[str, tuple[str, str] | None], AsyncChannel] = {}
         self._started = False
         self._stopping = False
 
@@ -302,40 +299,52 @@ class Node:
 
     # -- calling -------------------------------------------------------------------------------
 
-    def peer(self, url: str, *, timeout: Any = DEFAULT) -> Peer:
+    def peer(self, url: str, *, timeout: Any = DEFAULT,
+             credentials: tuple[str, str] | None = None) -> Peer:
         """A :class:`Peer` for calls to ``url`` (``tcp://``, ``unix://``, ``udp://`` or
         ``http(s)://``), sharing this node's connection to it. ``timeout``: the default for
-        its calls (this node's ``timeout`` if not given). Over ``http(s)://`` the node sends
-        its keyring's HTTP credentials. Raises :class:`~clusterrpc.errors.ConfigurationError`
-        for a bad URL. Calls through it raise
-        :class:`~clusterrpc.errors.ConnectionClosedError` unless the node is started."""
+        its calls (this node's ``timeout`` if not given).
+
+        ``http(s)://`` URLs reach any standard XML-RPC server. ``credentials`` (or
+        ``user:password@`` in the URL) is the HTTP Basic ``(user, password)`` to present;
+        a clusterrpc node's are ``clusterrpc.transports.http.http_credentials(keyring)``. They
+        are never sent unless given: the keyring's token must not reach a foreign server.
+
+        Raises :class:`~clusterrpc.errors.ConfigurationError` for a bad URL. Calls through it
+        raise :class:`~clusterrpc.errors.ConnectionClosedError` unless the node is started.
+        """
+        in_url = None
+        if url.lower().startswith(("http://", "https://")):
+            from clusterrpc.transports.http import split_userinfo  # noqa: PLC0415
+
+            url, in_url = split_userinfo(url)
         address = parse_address(url)
         if address.multicast:
             raise ConfigurationError(f"{url} is a multicast group, not a peer")
-        channel = self._channel(address)
+        channel = self._channel(address, credentials or in_url)
         return Peer(channel, timeout=self.timeout if timeout is DEFAULT
                     else check_timeout(timeout))
 
-    def _channel(self, address: Address) -> AsyncChannel:
-        key = (address.scheme, str(address))
+    def _channel(self, address: Address, credentials: tuple[str, str] | None
+                 ) -> AsyncChannel:
+        key = (str(address), credentials)
         channel = self._channels.get(key)
         if channel is None:
-            channel = self._new_channel(address)
+            channel = self._new_channel(address, credentials)
             self._channels[key] = channel
         return channel
 
-    def _new_channel(self, address: Address) -> AsyncChannel:
+    def _new_channel(self, address: Address, credentials: tuple[str, str] | None
+                     ) -> AsyncChannel:
         if address.stream:
             return _StartedOnly(self, StreamChannel(address, self.messenger,
                                                     max_in_flight=self.max_in_flight))
         if address.scheme == "udp":
             return _StartedOnly(self, DatagramChannel(address, self._udp_endpoint_for))
-        from clusterrpc.transports.http import HttpChannel, http_credentials  # noqa: PLC0415
+        from clusterrpc.transports.http import HttpChannel  # noqa: PLC0415 - h11 on use
 
-        credentials = None
-        if self.keyring is not None and self.keyring.keys:
-            credentials = http_credentials(self.keyring)
-        return _StartedOnly(self, HttpChannel(str(address), credentials=credentials))
+        return _StartedOnly(self, HttpChannel(str(address), credentials=credentials,
+                                              limits=self.limits))
 
     async def _udp_endpoint_for(self, family: int) -> DatagramEndpoint:
         """The UDP socket to send from: a listening one of that family (so peers can answer

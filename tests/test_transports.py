@@ -11,6 +11,7 @@ import datetime as dt
 import socket
 import struct
 import time
+import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,16 @@ from clusterrpc import (
     ConnectionLostError,
     EncodeError,
     Fault,
+    HTTPError,
     Node,
+    connect,
     current_call,
     remote,
 )
 from clusterrpc.codecs import CallMessage
 from clusterrpc.packet import frame
 from clusterrpc.transports.engine import Messenger
+from clusterrpc.transports.http import http_credentials
 from tests.rpc_helpers import CLUSTER, Election, make_keyring, node_process, run
 
 KEYRING = make_keyring()
@@ -567,3 +571,44 @@ def test_configuration_errors() -> None:
         node.peer("ftp://127.0.0.1:1")
     with pytest.raises(ConfigurationError, match="timeout"):
         node.peer("tcp://127.0.0.1:1").election.status(timeout=0)
+
+
+def test_node_http_endpoint_serves_standard_clients_with_credentials() -> None:
+    async def scenario() -> None:
+        server, election = server_node(listen=["http://127.0.0.1:0/RPC2"])
+        async with server, client_node() as client:
+            url = server.addresses[0]
+            assert url.startswith("http://127.0.0.1:")
+            assert url.endswith("/RPC2")
+            user, token = http_credentials(KEYRING)
+            authorised = url.replace("http://", f"http://{user}:{token}@")
+
+            def standard_client() -> tuple[Any, int]:
+                with xmlrpc.client.ServerProxy(authorised, allow_none=True) as proxy:
+                    status = proxy.election.status()
+                with xmlrpc.client.ServerProxy(url) as anonymous:
+                    try:
+                        anonymous.election.status()
+                    except xmlrpc.client.ProtocolError as error:
+                        return status, error.errcode
+                return status, 200
+
+            status, refused = await asyncio.to_thread(standard_client)
+            assert status["term"] == 3
+            assert refused == 401
+            peer = client.peer(url, credentials=(user, token), timeout=5)
+            assert await peer.election.double(4) == 8
+            await peer.oneway.election.vote(5, "http")
+            assert election.votes == [(5, "http")]
+            with pytest.raises(HTTPError) as error:  # no credentials are sent unless given
+                await client.peer(url, timeout=5).election.status()
+            assert error.value.status == 401
+
+            def blocking() -> Any:
+                with connect(authorised, timeout=5) as by_url, \
+                        connect(url, keyring=KEYRING, timeout=5) as by_keyring:
+                    return by_url.election.double(1), by_keyring.election.double(2)
+
+            assert await asyncio.to_thread(blocking) == (2, 4)
+
+    run(scenario())

@@ -87,6 +87,7 @@ __all__ = [
     "http_credentials",
     "http_token",
     "server_ssl_context",
+    "split_userinfo",
 ]
 
 _log = logging.getLogger("clusterrpc.http")
@@ -863,7 +864,7 @@ class _HttpChannelBase:
         codec: Codec | None,
         limits: Limits | None,
     ) -> None:
-        url, in_url = _split_userinfo(url)
+        url, in_url = split_userinfo(url)
         if in_url is not None:
             if credentials is not None:
                 raise ConfigurationError("credentials given both in the URL and as an argument")
@@ -930,7 +931,7 @@ class _HttpChannelBase:
         )
 
 
-def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     """Take ``user:token@`` out of an http(s) URL (as :class:`xmlrpc.client.ServerProxy`
     accepts it); return the URL without it and the credentials, or ``None``."""
     try:
