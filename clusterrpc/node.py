@@ -179,6 +179,7 @@ class Node:
         self._stream_servers: list[StreamServer] = []
         self._udp_endpoints: list[DatagramEndpoint] = []
         self._http_servers: list[Any] = []  # transports.http.HttpServer, imported on use
+        self._listeners: list[Any] = []  # all of the above, in listen order
         self._client_udp: dict[int, DatagramEndpoint] = {}
         self._channels: dict[tuple[str, tuple[str, str] | None], AsyncChannel] = {}
         self._started = False
@@ -194,12 +195,11 @@ class Node:
 
     @property
     def addresses(self) -> list[str]:
-        """The URLs this node listens on, with ports resolved once started."""
+        """The URLs this node listens on, in ``listen`` order, with ports resolved once
+        started."""
         if not self._started:
             return [str(address) for address in self._listen]
-        return ([server.url for server in self._stream_servers]
-                + [endpoint.url for endpoint in self._udp_endpoints]
-                + [server.url for server in self._http_servers])
+        return [listener.url for listener in self._listeners]
 
     @property
     def counters(self) -> dict[str, int]:
@@ -207,6 +207,9 @@ class Node:
         one-way calls, faults, one-way errors …)."""
         counts = self.messenger.counters
         counts.update(self.call_server.counters)
+        for http in self._http_servers:  # prefixed: HTTP requests are not packets
+            for name, value in http.counters.items():
+                counts[f"http_{name}"] = counts.get(f"http_{name}", 0) + value
         return counts
 
     async def start(self) -> None:
@@ -223,12 +226,14 @@ class Node:
                                           max_frame=self.messenger.max_packet)
                     await server.start()
                     self._stream_servers.append(server)
+                    self._listeners.append(server)
                 elif address.scheme == "udp":
                     endpoint = DatagramEndpoint(address, self.messenger,
                                                 call_server=self.call_server,
                                                 max_in_flight=self.max_in_flight)
                     await endpoint.start()
                     self._udp_endpoints.append(endpoint)
+                    self._listeners.append(endpoint)
                 else:
                     from clusterrpc.transports.http import HttpServer  # noqa: PLC0415 - h11 on use
 
@@ -239,6 +244,7 @@ class Node:
                     )  # fmt: skip
                     await http.start()
                     self._http_servers.append(http)
+                    self._listeners.append(http)
         except BaseException:
             await self._close_transports()
             raise
@@ -287,8 +293,9 @@ class Node:
             await server.close()
         self._stream_servers.clear()
         for http in self._http_servers:
-            await http.close()
+            await http.close(drain_timeout=self.drain_timeout)
         self._http_servers.clear()
+        self._listeners.clear()
 
     async def __aenter__(self) -> Node:
         await self.start()
