@@ -48,13 +48,15 @@ from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 if TYPE_CHECKING:
     from clusterrpc.client import Client, connect
-    from clusterrpc.node import Node, Peer
+    from clusterrpc.node import Group, GroupPeer, Node, Peer
+    from clusterrpc.rpc.gather import GroupReplies
 
 __version__ = "0.1.0"
 
 # The I/O layers load on first use (PEP 562), so that importing the sans-I/O layers
 # (codecs, packets, the RPC protocol) never pulls in asyncio or sockets.
-_LAZY = {"Node": "clusterrpc.node", "Peer": "clusterrpc.node",
+_LAZY = {"Node": "clusterrpc.node", "Peer": "clusterrpc.node", "Group": "clusterrpc.node",
+         "GroupPeer": "clusterrpc.node", "GroupReplies": "clusterrpc.rpc.gather",
          "Client": "clusterrpc.client", "connect": "clusterrpc.client"}
 
 
@@ -84,6 +86,9 @@ __all__ = [
     "EncodeError",
     "Fault",
     "FaultCode",
+    "Group",
+    "GroupPeer",
+    "GroupReplies",
     "HTTPError",
     "InsecurePacketError",
     "Keyring",

@@ -19,26 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from clusterrpc.envelope import DEFAULT_MAX_PACKET
 from clusterrpc.errors import ConfigurationError, ConnectionClosedError
 from clusterrpc.keyring import Keyring
+from clusterrpc.packet import MULTICAST, Header
+from clusterrpc.rpc.gather import GroupReplies
 from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel
-from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint
+from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint, resolve_udp
 from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
+from clusterrpc.transports.multicast import GroupMember, GroupSender
 from clusterrpc.transports.streams import StreamChannel, StreamServer
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
-__all__ = ["Node", "Peer", "check_timeout"]
+__all__ = ["Group", "GroupPeer", "Node", "Peer", "check_timeout"]
 
 log = logging.getLogger("clusterrpc.node")
 
@@ -96,6 +100,89 @@ class Peer:
         return f"<Peer {self.url}>"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Group:
+    """A named group of nodes that one call reaches (``Node(groups={"all": …})``).
+
+    ``address``: an IP multicast group URL, ``udp://239.192.0.1:7401?iface=127.0.0.1`` (the
+    interface is required; TTL 1 unless ``&ttl=`` says otherwise), or — for networks without
+    IP multicast — a list of the members' unicast ``udp://`` URLs (*fan-out*: one datagram to
+    each). ``members``: the node names expected to answer, when known; then a call reports who
+    did not answer and returns as soon as all did. ``join``: whether this node is a member of a
+    multicast group (serves its calls); a fan-out member serves through its ``udp://`` listen
+    address instead. A plain string or list given in ``groups=`` is ``Group(address=…)``.
+    """
+
+    address: str | Sequence[str]
+    members: Sequence[str] | None = None
+    join: bool = True
+
+
+class GroupPeer:
+    """Calls to every member of a group at once (``node.group(name)``).
+
+    ``await group.svc.method(*args, timeout=…, quorum=…, include_self=True)`` sends one
+    datagram (one per member for fan-out) and returns a
+    :class:`~clusterrpc.rpc.gather.GroupReplies`: member name → value or
+    :class:`~clusterrpc.errors.Fault`, with ``missing`` naming the expected members that did
+    not answer. It returns when every expected member answered, ``quorum`` answers arrived, or
+    the timeout passed — never later. ``include_self=False`` keeps this node from serving its
+    own call. ``await group.oneway.svc.method(…)`` sends a one-way call to all; nothing comes
+    back. Raises :class:`~clusterrpc.errors.EncodeError` for a payload over one datagram and
+    :class:`~clusterrpc.errors.ConnectionClosedError` unless the node is started.
+    """
+
+    __slots__ = ("_name", "_node", "oneway")
+
+    def __init__(self, node: Node, name: str) -> None:
+        self._node = node
+        self._name = name
+        self.oneway = MethodProxy(self._invoke, "", oneway=True)
+
+    def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool, *,
+                quorum: int | None = None, include_self: bool = True) -> Any:
+        return self._node._call_group(self._name, method, params, timeout=timeout,
+                                      oneway=oneway, quorum=quorum, include_self=include_self)
+
+    async def call(self, method: str, *params: Value, timeout: Any = DEFAULT,
+                   quorum: int | None = None, include_self: bool = True) -> GroupReplies:
+        """Call ``method`` by its full name on every member (see the class docstring)."""
+        result: GroupReplies = await self._invoke(method, params, timeout, False,
+                                                  quorum=quorum, include_self=include_self)
+        return result
+
+    def __getattr__(self, attribute: str) -> MethodProxy:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return MethodProxy(self._invoke, attribute, oneway=False)
+
+    def __repr__(self) -> str:
+        return f"<GroupPeer {self._name}>"
+
+
+def _as_group(name: str, spec: object) -> tuple[Group, Address | None, list[Address]]:
+    """Check one ``groups=`` entry: the group, its multicast address or its fan-out ones."""
+    group = spec if isinstance(spec, Group) else Group(address=spec)  # type: ignore[arg-type]
+    if isinstance(group.address, str):
+        address = parse_address(group.address)
+        if address.multicast:
+            if group.members is not None and isinstance(group.members, str):
+                raise ConfigurationError(f"group {name!r}: members is a list of node names")
+            return group, address, []
+        fan_out = [address]
+    else:
+        fan_out = [parse_address(url) for url in group.address]
+    for address in fan_out:
+        if address.scheme != "udp" or address.multicast:
+            raise ConfigurationError(
+                f"group {name!r}: {address} — a group is one multicast udp:// URL (with "
+                "?iface=) or a list of unicast udp:// member URLs"
+            )
+    if not fan_out:
+        raise ConfigurationError(f"group {name!r} has no address")
+    return group, None, fan_out
+
+
 class Node:
     """A cluster member: serves its objects' methods and calls other nodes (module docstring).
 
@@ -103,6 +190,8 @@ class Node:
     ``cluster``: the cluster name; packets of other clusters are refused. ``keyring``: signs and
     verifies packets; ``None`` only with ``insecure=True``, which sends and accepts
     unauthenticated packets (never across an untrusted network).
+    ``groups``: name → :class:`Group` (or its address) for :meth:`group` calls; the node
+    joins the multicast ones (see :class:`Group`).
     ``listen``: URLs to serve on — ``tcp://``, ``unix://``, ``udp://`` and ``http(s)://``
     (standard XML-RPC; it needs the keyring's credentials unless ``http_insecure=True``, and
     TLS via ``tls_certfile``/``tls_keyfile`` for ``https://``). Port 0 picks a free port; see
@@ -124,6 +213,7 @@ class Node:
         cluster: str,
         keyring: Keyring | None,
         listen: Iterable[str] = (),
+        groups: Mapping[str, Group | str | Sequence[str]] | None = None,
         insecure: bool = False,
         codec: str | int = "xmlrpc",
         limits: Limits = DEFAULT_LIMITS,
@@ -176,6 +266,10 @@ class Node:
                 raise ConfigurationError(
                     f"{address} needs a keyring for its credentials, or http_insecure=True"
                 )
+        self._groups = {name: _as_group(name, spec) for name, spec in (groups or {}).items()}
+        self._group_members: list[GroupMember] = []
+        self._group_senders: dict[str, GroupSender] = {}
+        self._own_calls: set[int] = set()
         self._stream_servers: list[StreamServer] = []
         self._udp_endpoints: list[DatagramEndpoint] = []
         self._http_servers: list[Any] = []  # transports.http.HttpServer, imported on use
@@ -228,9 +322,10 @@ class Node:
                     self._stream_servers.append(server)
                     self._listeners.append(server)
                 elif address.scheme == "udp":
-                    endpoint = DatagramEndpoint(address, self.messenger,
-                                                call_server=self.call_server,
-                                                max_in_flight=self.max_in_flight)
+                    endpoint = _ListeningEndpoint(address, self.messenger,
+                                                  call_server=self.call_server,
+                                                  max_in_flight=self.max_in_flight,
+                                                  own_call=self._is_own_excluded_call)
                     await endpoint.start()
                     self._udp_endpoints.append(endpoint)
                     self._listeners.append(endpoint)
@@ -245,6 +340,22 @@ class Node:
                     await http.start()
                     self._http_servers.append(http)
                     self._listeners.append(http)
+            for index, (name, (group, multicast, fan_out)) in enumerate(self._groups.items()):
+                if multicast is not None and group.join:
+                    member = GroupMember(multicast, self.messenger, call_server=self.call_server,
+                                         own_call=self._is_own_excluded_call)
+                    await member.start()
+                    self._group_members.append(member)
+                destinations = ([(multicast.host, multicast.port)] if multicast is not None
+                                else [await resolve_udp(address) for address in fan_out])
+                sender = GroupSender(
+                    Address("udp", host="0.0.0.0", port=0), self.messenger,  # noqa: S104
+                    destinations=destinations, multicast=multicast,
+                    # Each group's call ids in a range of their own: see _own_calls.
+                    first_call_id=(index + 1) << 48,
+                )  # fmt: skip
+                await sender.start()
+                self._group_senders[name] = sender
         except BaseException:
             await self._close_transports()
             raise
@@ -270,6 +381,46 @@ class Node:
         await self._close_transports()
         self._started = False
 
+    # -- groups --------------------------------------------------------------------------------
+
+    def group(self, name: str) -> GroupPeer:
+        """A :class:`GroupPeer` for calls to every member of the group ``name`` (configured in
+        ``groups=``). Raises :class:`~clusterrpc.errors.ConfigurationError` for an unknown
+        name."""
+        if name not in self._groups:
+            known = ", ".join(sorted(self._groups)) or "none"
+            raise ConfigurationError(f"no group {name!r} (configured groups: {known})")
+        return GroupPeer(self, name)
+
+    async def _call_group(self, name: str, method: str, params: tuple[Any, ...], *,
+                          timeout: Any, oneway: bool, quorum: int | None,
+                          include_self: bool) -> GroupReplies | None:
+        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
+        sender = self._group_senders.get(name)
+        if not self._started or sender is None:
+            raise ConnectionClosedError(
+                f"node {self.name!r} is not started; use `async with node:` before group calls"
+            )
+        group = self._groups[name][0]
+        exclude = None if include_self else self._exclude_own_call
+        if oneway:
+            await sender.oneway_group(method, params, exclude=exclude)
+            return None
+        expected = None if group.members is None else set(group.members)
+        if expected is not None and not include_self:
+            expected.discard(self.name)
+        return await sender.call_group(method, params, timeout=timeout, expected=expected,
+                                       quorum=quorum, exclude=exclude)
+
+    def _exclude_own_call(self, call_id: int) -> None:
+        # Remembered a little longer than any own datagram takes to loop back to us.
+        self._own_calls.add(call_id)
+        asyncio.get_running_loop().call_later(60.0, self._own_calls.discard, call_id)
+
+    def _is_own_excluded_call(self, header: Header) -> bool:
+        return (header.sender == self.name and header.epoch == self.messenger.sealer.epoch
+                and header.call_id in self._own_calls)
+
     def _pendings(self) -> list[PendingCalls]:
         found = [endpoint.pending for endpoint in self._all_udp()]
         for channel in self._channels.values():
@@ -279,7 +430,8 @@ class Node:
         return found
 
     def _all_udp(self) -> list[DatagramEndpoint]:
-        return [*self._udp_endpoints, *self._client_udp.values()]
+        return [*self._udp_endpoints, *self._client_udp.values(),
+                *self._group_senders.values()]
 
     async def _close_transports(self) -> None:
         for channel in list(self._channels.values()):
@@ -288,6 +440,12 @@ class Node:
         for endpoint in self._all_udp():
             endpoint.close()
         self._client_udp.clear()
+        for member in self._group_members:
+            member.close()
+        self._group_members.clear()
+        for sender in self._group_senders.values():
+            sender.close()
+        self._group_senders.clear()
         self._udp_endpoints.clear()
         for server in self._stream_servers:
             await server.close()
@@ -368,6 +526,20 @@ class Node:
             await client.start()
             self._client_udp[family] = client
         return client
+
+
+class _ListeningEndpoint(DatagramEndpoint):
+    """A node's ``udp://`` listen socket: as a fan-out group member, it skips the node's own
+    calls that asked to exclude it."""
+
+    def __init__(self, address: Address, messenger: Messenger, *, call_server: CallServer,
+                 max_in_flight: int, own_call: Callable[[Header], bool]) -> None:
+        super().__init__(address, messenger, call_server=call_server,
+                         max_in_flight=max_in_flight)
+        self._own_call = own_call
+
+    def accepts_call(self, header: Header) -> bool:
+        return not (header.flags & MULTICAST and self._own_call(header))
 
 
 class _StartedOnly(AsyncChannel):

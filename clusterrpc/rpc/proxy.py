@@ -29,16 +29,17 @@ class _Default:
 DEFAULT: Any = _Default()
 """Passed as ``timeout`` when the caller gave none: the client's default timeout applies."""
 
-Invoke = Callable[[str, tuple[Any, ...], Any, bool], Any]
-"""``invoke(method, params, timeout, oneway)``: what a proxy calls (returns a value or an
-awaitable, depending on the client)."""
+Invoke = Callable[..., Any]
+"""``invoke(method, params, timeout, oneway, **options)``: what a proxy calls (returns a value
+or an awaitable, depending on the client)."""
 
 
 class MethodProxy:
     """A method name being built: attribute access appends ``.name``; calling calls it.
 
-    Arguments are positional (XML-RPC has no keyword arguments); the only keyword is
-    ``timeout`` (seconds, or ``None`` for none), which applies to this call alone. Names
+    Arguments are positional (XML-RPC has no keyword arguments); keywords are options of this
+    call alone: ``timeout`` (seconds, or ``None`` for none) everywhere, and those the client
+    adds (a group's ``quorum`` and ``include_self``). Names
     starting with ``_`` are refused, as servers never publish them.
     """
 
@@ -55,10 +56,12 @@ class MethodProxy:
         name = f"{self._name}.{attribute}" if self._name else attribute
         return MethodProxy(self._invoke, name, oneway=self._oneway)
 
-    def __call__(self, *params: Any, timeout: Any = DEFAULT) -> Any:
+    def __call__(self, *params: Any, timeout: Any = DEFAULT, **options: Any) -> Any:
         if not self._name:
             raise ConfigurationError("name a method to call, e.g. peer.election.status()")
-        return self._invoke(self._name, params, timeout, self._oneway)
+        # Other keywords are the client's own per-call options (a group's ``quorum=`` …);
+        # a client that has none refuses them with a TypeError naming the keyword.
+        return self._invoke(self._name, params, timeout, self._oneway, **options)
 
     def __repr__(self) -> str:
         kind = "one-way " if self._oneway else ""

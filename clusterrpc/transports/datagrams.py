@@ -36,7 +36,8 @@ from clusterrpc.errors import (
     FaultCode,
     TransportError,
 )
-from clusterrpc.packet import CALL
+from clusterrpc.envelope import ReceivedPacket
+from clusterrpc.packet import CALL, Header
 from clusterrpc.rpc.calls import CallFailed, CallTracker
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
@@ -81,8 +82,8 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     def __init__(self, address: Address, messenger: Messenger, *,
                  call_server: CallServer | None, max_in_flight: int = 256,
                  receive_buffer: int = 4 << 20) -> None:
-        if address.scheme != "udp" or address.multicast:
-            raise ConfigurationError(f"{address} is not a unicast UDP address")
+        if address.scheme != "udp":
+            raise ConfigurationError(f"{address} is not a UDP address")
         self.address = address
         self.messenger = messenger
         self.call_server = call_server
@@ -106,6 +107,11 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         sock = self.transport.get_extra_info("socket")
         return int(sock.family)
 
+    def make_socket(self) -> socket.socket | None:
+        """A ready socket for :meth:`start`, or ``None`` to bind :attr:`address` plainly
+        (subclasses for multicast prepare theirs). May raise ``OSError``."""
+        return None
+
     async def start(self) -> None:
         """Bind the socket. Raises :class:`~clusterrpc.errors.TransportError` if it cannot."""
         loop = asyncio.get_running_loop()
@@ -113,7 +119,11 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         assert host is not None
         assert port is not None
         try:
-            await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+            sock = self.make_socket()
+            if sock is None:
+                await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+            else:
+                await loop.create_datagram_endpoint(lambda: self, sock=sock)
         except OSError as error:
             raise TransportError(
                 f"cannot listen on {self.address}: {describe_os_error(error)}"
@@ -123,7 +133,8 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         with contextlib.suppress(OSError):  # a buffer size the kernel refuses is not fatal
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         host, port = self.transport.get_extra_info("sockname")[:2]
-        self._bound = Address("udp", host=host, port=port)
+        self._bound = (self.address if self.address.multicast
+                       else Address("udp", host=host, port=port))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance() check: some loops' datagram transports do not subclass it.
@@ -150,18 +161,29 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
             if self.call_server is None:
                 self.unexpected += 1
                 return
+            if not self.accepts_call(header):
+                return
             self.call_server.serve(
                 packet, transport="udp", peer=peer,
                 respond=lambda answer: self._respond(answer, addr, header.call_id,
                                                      header.codec_id),
             )  # fmt: skip
             return
+        self.answer_received(packet)
+
+    def answer_received(self, packet: ReceivedPacket) -> None:
+        """Deliver an authentic answer packet to the call waiting for it."""
+        header = packet.header
         try:
-            message = messenger.decode_answer(packet)
+            message = self.messenger.decode_answer(packet)
         except DecodeError as error:
             self.pending.fail(header.call_id, error)
             return
         self.pending.answer(header.call_id, message)
+
+    def accepts_call(self, header: Header) -> bool:
+        """Whether to serve this authentic call (subclasses filter; here: all)."""
+        return True
 
     def _respond(self, packet: bytes, addr: SockAddr, call_id: int, codec_id: int) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -177,15 +177,17 @@ class CallServer:
 
     ``counters`` counts ``calls`` (normal calls served), ``oneway_calls``, ``faults`` (answers
     that were faults), ``oneway_errors`` (one-way calls that failed: logged, never answered),
-    ``bad_calls`` (authentic packets whose body did not decode) and ``unexpected`` (authentic
-    answers nobody waits for on a serving socket).
+    ``bad_calls`` (authentic packets whose body did not decode), ``unexpected`` (authentic
+    answers nobody waits for on a serving socket) and ``multicast_ignored`` (multicast calls of
+    a method this node does not publish: only members that have it answer).
     """
 
     def __init__(self, messenger: Messenger, registry: ServiceRegistry) -> None:
         self.messenger = messenger
         self.registry = registry
         self.counters: dict[str, int] = dict.fromkeys(
-            ("calls", "oneway_calls", "faults", "oneway_errors", "bad_calls", "unexpected"), 0
+            ("calls", "oneway_calls", "faults", "oneway_errors", "bad_calls", "unexpected",
+             "multicast_ignored"), 0
         )
         self.tasks: set[asyncio.Task[None]] = set()
         """Calls of ``async`` methods still running (``Node`` waits for them when it stops)."""
@@ -232,6 +234,10 @@ class CallServer:
         try:
             result = self.registry.run(message, context)
         except Fault as fault:
+            if context.multicast and fault.code == FaultCode.METHOD_NOT_FOUND:
+                # Only the members that publish the method answer a multicast call.
+                self.counters["multicast_ignored"] += 1
+                return None
             result = fault
         if not inspect.iscoroutine(result):
             self._settle(typing.cast("Value | Fault", result), call_id=header.call_id,
