@@ -36,7 +36,12 @@ from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel
-from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint, resolve_udp
+from clusterrpc.transports.datagrams import (
+    DatagramChannel,
+    DatagramEndpoint,
+    DatagramNetwork,
+    resolve_udp,
+)
 from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
 from clusterrpc.transports.multicast import GroupMember, GroupSender
 from clusterrpc.transports.streams import StreamChannel, StreamServer
@@ -191,7 +196,9 @@ class Node:
     verifies packets; ``None`` only with ``insecure=True``, which sends and accepts
     unauthenticated packets (never across an untrusted network).
     ``groups``: name → :class:`Group` (or its address) for :meth:`group` calls; the node
-    joins the multicast ones (see :class:`Group`).
+    joins the multicast ones (see :class:`Group`). ``network``: a simulated datagram network
+    (:class:`clusterrpc.testing.MemoryNetwork`) that every UDP socket and group of this node
+    uses instead of the operating system's; then only ``udp://`` listen addresses are allowed.
     ``listen``: URLs to serve on — ``tcp://``, ``unix://``, ``udp://`` and ``http(s)://``
     (standard XML-RPC; it needs the keyring's credentials unless ``http_insecure=True``, and
     TLS via ``tls_certfile``/``tls_keyfile`` for ``https://``). Port 0 picks a free port; see
@@ -214,6 +221,7 @@ class Node:
         keyring: Keyring | None,
         listen: Iterable[str] = (),
         groups: Mapping[str, Group | str | Sequence[str]] | None = None,
+        network: DatagramNetwork | None = None,
         insecure: bool = False,
         codec: str | int = "xmlrpc",
         limits: Limits = DEFAULT_LIMITS,
@@ -266,6 +274,13 @@ class Node:
                 raise ConfigurationError(
                     f"{address} needs a keyring for its credentials, or http_insecure=True"
                 )
+        self.network = network
+        if network is not None:
+            for address in self._listen:
+                if address.scheme != "udp":
+                    raise ConfigurationError(
+                        f"{address}: a node on a simulated network listens on udp:// only"
+                    )
         self._groups = {name: _as_group(name, spec) for name, spec in (groups or {}).items()}
         self._group_members: list[GroupMember] = []
         self._group_senders: dict[str, GroupSender] = {}
@@ -326,6 +341,7 @@ class Node:
                                                   call_server=self.call_server,
                                                   max_in_flight=self.max_in_flight,
                                                   own_call=self._is_own_excluded_call)
+                    endpoint.network = self.network
                     await endpoint.start()
                     self._udp_endpoints.append(endpoint)
                     self._listeners.append(endpoint)
@@ -344,6 +360,7 @@ class Node:
                 if multicast is not None and group.join:
                     member = GroupMember(multicast, self.messenger, call_server=self.call_server,
                                          own_call=self._is_own_excluded_call)
+                    member.network = self.network
                     await member.start()
                     self._group_members.append(member)
                 destinations = ([(multicast.host, multicast.port)] if multicast is not None
@@ -354,6 +371,7 @@ class Node:
                     # Each group's call ids in a range of their own: see _own_calls.
                     first_call_id=(index + 1) << 48,
                 )  # fmt: skip
+                sender.network = self.network
                 await sender.start()
                 self._group_senders[name] = sender
         except BaseException:
@@ -523,6 +541,7 @@ class Node:
             host = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
             client = DatagramEndpoint(Address("udp", host=host, port=0), self.messenger,
                                       call_server=None, max_in_flight=self.max_in_flight)
+            client.network = self.network
             await client.start()
             self._client_udp[family] = client
         return client

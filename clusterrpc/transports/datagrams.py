@@ -25,6 +25,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from clusterrpc.envelope import ReceivedPacket
 from clusterrpc.errors import (
     CallTimeoutError,
     ConfigurationError,
@@ -36,7 +37,6 @@ from clusterrpc.errors import (
     FaultCode,
     TransportError,
 )
-from clusterrpc.envelope import ReceivedPacket
 from clusterrpc.packet import CALL, Header
 from clusterrpc.rpc.calls import CallFailed, CallTracker
 from clusterrpc.transports.addresses import Address
@@ -45,7 +45,13 @@ from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
 from clusterrpc.transports.streams import describe_os_error
 from clusterrpc.values import Value
 
-__all__ = ["MAX_DATAGRAM", "BlockingDatagramChannel", "DatagramChannel", "DatagramEndpoint"]
+__all__ = [
+    "MAX_DATAGRAM",
+    "BlockingDatagramChannel",
+    "DatagramChannel",
+    "DatagramEndpoint",
+    "DatagramNetwork",
+]
 
 log = logging.getLogger("clusterrpc.transport")
 
@@ -66,6 +72,17 @@ def _check_size(packet: bytes, what: str) -> None:
             f"{what} of {len(packet)} bytes does not fit in one UDP datagram "
             f"({MAX_DATAGRAM} bytes at most); use a tcp:// or unix:// address for it"
         )
+
+
+class DatagramNetwork(typing.Protocol):
+    """A simulated datagram network (e.g. :class:`clusterrpc.testing.MemoryNetwork`) that
+    endpoints attach to instead of opening sockets."""
+
+    def bind(self, endpoint: DatagramEndpoint) -> None:
+        """Attach ``endpoint`` at ``endpoint.address`` (port 0: pick one; a multicast address:
+        join that group): call ``endpoint.connection_made(transport)`` with a transport whose
+        ``sendto(data, addr)`` delivers through the network, and ``endpoint.bound_to(address)``.
+        Raises :class:`~clusterrpc.errors.TransportError` if the address is taken."""
 
 
 class DatagramEndpoint(asyncio.DatagramProtocol):
@@ -93,6 +110,8 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         self.send_errors = 0
         self.closed = False
         self.receive_buffer = receive_buffer
+        self.network: DatagramNetwork | None = None
+        """Set before :meth:`start` to attach to a simulated network instead of a socket."""
         self._bound: Address | None = None
 
     @property
@@ -103,9 +122,12 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     @property
     def family(self) -> int:
         """The socket's address family (``AF_INET`` or ``AF_INET6``)."""
-        assert self.transport is not None
-        sock = self.transport.get_extra_info("socket")
-        return int(sock.family)
+        host = (self._bound or self.address).host or ""
+        return int(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+    def bound_to(self, address: Address) -> None:
+        """Record the address actually bound (a simulated network calls this)."""
+        self._bound = address
 
     def make_socket(self) -> socket.socket | None:
         """A ready socket for :meth:`start`, or ``None`` to bind :attr:`address` plainly
@@ -114,6 +136,9 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
 
     async def start(self) -> None:
         """Bind the socket. Raises :class:`~clusterrpc.errors.TransportError` if it cannot."""
+        if self.network is not None:
+            self.network.bind(self)
+            return
         loop = asyncio.get_running_loop()
         host, port = self.address.host, self.address.port
         assert host is not None
