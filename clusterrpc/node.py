@@ -43,7 +43,7 @@ from clusterrpc.transports.datagrams import (
     resolve_udp,
 )
 from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
-from clusterrpc.transports.multicast import GroupMember, GroupSender
+from clusterrpc.transports.multicast import GroupMember, GroupSender, check_ipv4_group
 from clusterrpc.transports.streams import StreamChannel, StreamServer
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
@@ -171,6 +171,7 @@ def _as_group(name: str, spec: object) -> tuple[Group, Address | None, list[Addr
     if isinstance(group.address, str):
         address = parse_address(group.address)
         if address.multicast:
+            check_ipv4_group(address)
             if group.members is not None and isinstance(group.members, str):
                 raise ConfigurationError(f"group {name!r}: members is a list of node names")
             return group, address, []

@@ -36,10 +36,12 @@ from clusterrpc.transports.datagrams import MAX_DATAGRAM, DatagramEndpoint, Sock
 from clusterrpc.transports.engine import CallServer, Messenger
 from clusterrpc.values import Value
 
-__all__ = ["GatherCalls", "GroupMember", "GroupSender"]
+__all__ = ["GatherCalls", "GroupMember", "GroupSender", "check_ipv4_group"]
 
 
-def _check_ipv4_group(address: Address) -> None:
+def check_ipv4_group(address: Address) -> None:
+    """Raise :class:`~clusterrpc.errors.ConfigurationError` unless ``address`` is an IPv4
+    multicast group with an IPv4 interface address."""
     if not address.multicast:
         raise ConfigurationError(f"{address} is not a multicast group")
     try:
@@ -62,7 +64,7 @@ class GroupMember(DatagramEndpoint):
     def __init__(self, address: Address, messenger: Messenger, *, call_server: CallServer,
                  own_call: Callable[[Header], bool] | None = None,
                  receive_buffer: int = 4 << 20) -> None:
-        _check_ipv4_group(address)
+        check_ipv4_group(address)
         super().__init__(address, messenger, call_server=call_server,
                          receive_buffer=receive_buffer)
         self._own_call = own_call
