@@ -47,7 +47,7 @@ from clusterrpc.rpc import CallContext, current_call, oneway, remote
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 if TYPE_CHECKING:
-    from clusterrpc.client import Client, connect
+    from clusterrpc.client import Client, GroupClient, connect, connect_group
     from clusterrpc.node import Group, GroupPeer, Node, Peer
     from clusterrpc.rpc.gather import GroupReplies
 
@@ -57,7 +57,8 @@ __version__ = "0.1.0"
 # (codecs, packets, the RPC protocol) never pulls in asyncio or sockets.
 _LAZY = {"Node": "clusterrpc.node", "Peer": "clusterrpc.node", "Group": "clusterrpc.node",
          "GroupPeer": "clusterrpc.node", "GroupReplies": "clusterrpc.rpc.gather",
-         "Client": "clusterrpc.client", "connect": "clusterrpc.client"}
+         "Client": "clusterrpc.client", "connect": "clusterrpc.client",
+         "GroupClient": "clusterrpc.client", "connect_group": "clusterrpc.client"}
 
 
 def __getattr__(name: str) -> Any:
@@ -87,6 +88,7 @@ __all__ = [
     "Fault",
     "FaultCode",
     "Group",
+    "GroupClient",
     "GroupPeer",
     "GroupReplies",
     "HTTPError",
@@ -111,6 +113,7 @@ __all__ = [
     "WrongClusterError",
     "__version__",
     "connect",
+    "connect_group",
     "current_call",
     "oneway",
     "remote",

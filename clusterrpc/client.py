@@ -17,21 +17,24 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from clusterrpc.envelope import DEFAULT_MAX_PACKET
 from clusterrpc.errors import ConfigurationError
 from clusterrpc.keyring import Keyring
 from clusterrpc.node import check_timeout
+from clusterrpc.rpc.gather import GroupReplies
 from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
 from clusterrpc.transports.addresses import parse_address
 from clusterrpc.transports.base import BlockingChannel
 from clusterrpc.transports.datagrams import BlockingDatagramChannel
 from clusterrpc.transports.engine import Messenger
+from clusterrpc.transports.multicast import BlockingGroupSender, check_ipv4_group
 from clusterrpc.transports.streams import BlockingStreamChannel
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "GroupClient", "connect", "connect_group"]
 
 
 def _client_name(keyring: Keyring | None) -> str:
@@ -161,3 +164,100 @@ def connect(
     else:
         channel = BlockingDatagramChannel(address, messenger)
     return Client(channel, timeout=timeout)
+
+
+class GroupClient:
+    """A blocking client of a whole group (build it with :func:`connect_group`).
+
+    ``group.svc.method(*args, timeout=…, quorum=…)`` sends one datagram (one per member for a
+    fan-out group) and returns a :class:`~clusterrpc.rpc.gather.GroupReplies` — member name →
+    value or :class:`~clusterrpc.errors.Fault`, with ``missing`` naming the expected members
+    that did not answer — as soon as every expected member answered, ``quorum`` answers
+    arrived, or the timeout passed. ``group.oneway.svc.method(…)`` returns once sent.
+    ``group.call("svc.method", *args, …)`` takes the name as a string. Thread-safe (calls take
+    turns). Close it (or use ``with``) to release the socket.
+    """
+
+    def __init__(self, sender: BlockingGroupSender, *, timeout: float | None) -> None:
+        self._sender = sender
+        self.timeout = timeout
+        self.url = sender.url
+        self.oneway = MethodProxy(self._invoke, "", oneway=True)
+        """The one-way proxy: ``group.oneway.svc.method(…)``."""
+
+    def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool, *,
+                quorum: int | None = None) -> GroupReplies | None:
+        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
+        return self._sender.call(method, params, timeout=timeout, oneway=oneway, quorum=quorum)
+
+    def call(self, method: str, *params: Value, timeout: Any = DEFAULT,
+             quorum: int | None = None) -> GroupReplies:
+        """Call ``method`` by its full name on every member (see the class docstring)."""
+        result = self._invoke(method, params, timeout, False, quorum=quorum)
+        assert result is not None
+        return result
+
+    def __getattr__(self, attribute: str) -> MethodProxy:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return MethodProxy(self._invoke, attribute, oneway=False)
+
+    def close(self) -> None:
+        """Close the socket; later calls raise
+        :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
+        self._sender.close()
+
+    def __enter__(self) -> GroupClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<clusterrpc.GroupClient {self.url}>"
+
+
+def connect_group(
+    address: str | Sequence[str],
+    *,
+    keyring: Keyring | None = None,
+    cluster: str | None = None,
+    node: str | None = None,
+    members: Sequence[str] | None = None,
+    timeout: float | None = 5.0,
+    codec: str | int = "xmlrpc",
+    insecure: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+) -> GroupClient:
+    """A blocking :class:`GroupClient` for a group: a multicast ``udp://group:port?iface=…``
+    URL, or a list of the members' unicast ``udp://`` URLs (fan-out).
+
+    ``members``: the node names expected to answer, when known (then the calls report who did
+    not answer, and return as soon as all did). ``timeout``: the default per-call timeout
+    (required for calls that gather answers). ``keyring``, ``cluster``, ``node``, ``codec``
+    and ``insecure`` as for :func:`connect`. Raises
+    :class:`~clusterrpc.errors.ConfigurationError` for a bad address or configuration.
+    """
+    timeout = check_timeout(timeout)
+    urls = [address] if isinstance(address, str) else list(address)
+    addresses = [parse_address(url) for url in urls]
+    multicast = addresses[0] if len(addresses) == 1 and addresses[0].multicast else None
+    if multicast is not None:
+        check_ipv4_group(multicast)
+    elif not addresses or any(a.scheme != "udp" or a.multicast for a in addresses):
+        raise ConfigurationError(
+            "a group is one multicast udp:// URL (with ?iface=) or a list of unicast udp:// "
+            "member URLs"
+        )
+    cluster = cluster or (keyring.cluster if keyring is not None else None)
+    if not cluster:
+        raise ConfigurationError(
+            "connect_group() needs the cluster name: pass cluster=… or set `cluster` in the "
+            "keyring"
+        )
+    messenger = Messenger(
+        node=node or _client_name(keyring), cluster=cluster, keyring=keyring,
+        insecure=insecure, codec=codec, limits=limits,
+    )  # fmt: skip
+    sender = BlockingGroupSender(addresses, messenger, multicast=multicast, members=members)
+    return GroupClient(sender, timeout=timeout)

@@ -19,6 +19,7 @@ from clusterrpc import (
     Group,
     GroupReplies,
     Node,
+    connect_group,
     remote,
 )
 from tests.rpc_helpers import CLUSTER, Election, make_keyring, run
@@ -267,3 +268,43 @@ def test_group_configuration_and_state_errors() -> None:
                 await node.group("g").election.status(bogus=1)
 
     run(scenario())
+
+
+def test_blocking_group_client() -> None:
+    async def scenario() -> None:
+        url = random_group()
+        nodes = members(3, url)
+        await started(nodes)
+        try:
+            def admin() -> tuple[Any, Any, Any]:
+                with connect_group(url, keyring=KEYRING, members=["n0", "n1", "n2", "n9"],
+                                   timeout=0.5) as group:
+                    everyone = group.election.status()
+                    quorum = group.call("election.double", 4, timeout=5, quorum=2)
+                    assert group.oneway.election.vote(2, "admin") is None
+                    with pytest.raises(EncodeError):
+                        group.election.echo(b"x" * 70_000)
+                    return everyone, quorum, group
+            everyone, quorum, group = await asyncio.to_thread(admin)
+            assert sorted(everyone) == ["n0", "n1", "n2"]
+            assert everyone.missing == ("n9",)
+            assert everyone.timed_out
+            assert len(quorum) >= 2
+            assert set(quorum.values()) == {8}
+            with pytest.raises(ConnectionClosedError):
+                group.election.status()
+            fan_out = Node("f", cluster=CLUSTER, keyring=KEYRING, listen=["udp://127.0.0.1:0"])
+            fan_out.serve(Election(), name="election")
+            async with fan_out:
+                def by_fan_out() -> Any:
+                    with connect_group(fan_out.addresses, keyring=KEYRING, members=["f"]) as g:
+                        return g.election.double(5)
+                assert dict(await asyncio.to_thread(by_fan_out)) == {"f": 10}
+        finally:
+            await stopped(nodes)
+
+    run(scenario())
+    with pytest.raises(ConfigurationError):
+        connect_group("tcp://127.0.0.1:1", keyring=KEYRING)
+    with pytest.raises(ConfigurationError, match="cluster"):
+        connect_group(random_group(), keyring=None, insecure=True)

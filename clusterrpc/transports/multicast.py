@@ -19,24 +19,35 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 
 from clusterrpc.codecs import CallMessage
 from clusterrpc.envelope import ReceivedPacket
 from clusterrpc.errors import (
     ConfigurationError,
+    ConnectError,
     ConnectionClosedError,
     DecodeError,
     EncodeError,
+    TransportError,
 )
-from clusterrpc.packet import Header
+from clusterrpc.packet import CALL, Header
 from clusterrpc.rpc.gather import GatherTracker, GroupReplies
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.datagrams import MAX_DATAGRAM, DatagramEndpoint, SockAddr
 from clusterrpc.transports.engine import CallServer, Messenger
+from clusterrpc.transports.streams import describe_os_error
 from clusterrpc.values import Value
 
-__all__ = ["GatherCalls", "GroupMember", "GroupSender", "check_ipv4_group"]
+__all__ = [
+    "BlockingGroupSender",
+    "GatherCalls",
+    "GroupMember",
+    "GroupSender",
+    "check_ipv4_group",
+]
 
 
 def check_ipv4_group(address: Address) -> None:
@@ -271,3 +282,128 @@ class GroupSender(DatagramEndpoint):
         self.gather.close(ConnectionClosedError(f"group socket {self.url} closed"))
         super().close()
 
+
+
+class BlockingGroupSender:
+    """Group calls from threads that block (``clusterrpc.connect_group``): one UDP socket,
+    multicast options as :class:`GroupSender` sets them, answers read in the calling thread and
+    gathered by a :class:`~clusterrpc.rpc.gather.GatherTracker`. Calls take turns (a lock)."""
+
+    def __init__(self, addresses: Sequence[Address], messenger: Messenger, *,
+                 multicast: Address | None, members: Collection[str] | None) -> None:
+        self.addresses = list(addresses)
+        self.multicast = multicast
+        self.members = None if members is None else frozenset(members)
+        self.messenger = messenger
+        self.url = str(multicast) if multicast is not None else ", ".join(map(str, addresses))
+        self.tracker = GatherTracker(max_in_flight=1)
+        self._socket: socket.socket | None = None
+        self._destinations: list[SockAddr] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._oneway_ids = 0
+
+    def _open(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            group = self.multicast
+            if group is not None:
+                assert group.iface is not None
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                socket.inet_aton(group.iface))
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, group.ttl or 1)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                sock.bind((group.iface, 0))
+                self._destinations = [(group.host, group.port)]
+            else:
+                sock.bind(("0.0.0.0", 0))  # noqa: S104 - port 0: it only receives answers
+                self._destinations = [
+                    socket.getaddrinfo(address.host, address.port, socket.AF_INET,
+                                       socket.SOCK_DGRAM)[0][4]
+                    for address in self.addresses
+                ]
+        except OSError as error:
+            sock.close()
+            raise ConnectError(
+                f"cannot open a socket for {self.url}: {describe_os_error(error)}"
+            ) from error
+        return sock
+
+    def _send(self, sock: socket.socket, packet: bytes, method: str) -> None:
+        if len(packet) > MAX_DATAGRAM:
+            raise EncodeError(
+                f"multicast call to {method!r} of {len(packet)} bytes does not fit in one "
+                f"datagram ({MAX_DATAGRAM} bytes at most); multicast payloads must be small"
+            )
+        for destination in self._destinations:
+            try:
+                sock.sendto(packet, destination)
+            except OSError as error:
+                raise TransportError(
+                    f"sending to {self.url} failed: {describe_os_error(error)}"
+                ) from error
+
+    def call(self, method: str, params: Sequence[Value], *, timeout: float | None,
+             oneway: bool, quorum: int | None) -> GroupReplies | None:
+        """Send the call; gather and return the answers (``None`` for one-way)."""
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosedError(f"group client for {self.url} closed")
+            if self._socket is None:
+                self._socket = self._open()
+            sock = self._socket
+            message = CallMessage(method, tuple(params))
+            if oneway:
+                self._oneway_ids = self._oneway_ids % (1 << 63) + 1
+                packet = self.messenger.seal_call((1 << 63) + self._oneway_ids, message,
+                                                  oneway=True, multicast=True)
+                self._send(sock, packet, method)
+                return None
+            if timeout is None:
+                raise ConfigurationError(
+                    "a multicast call needs a timeout: it cannot know who will answer"
+                )
+            started = time.monotonic()
+            call_id = self.tracker.start(method, now=started, timeout=timeout,
+                                         expected=self.members, quorum=quorum)
+            try:
+                packet = self.messenger.seal_call(call_id, message, multicast=True,
+                                                  timeout=timeout)
+                self._send(sock, packet, method)
+                return self._gather(sock, call_id, started + timeout)
+            finally:
+                self.tracker.cancel(call_id)
+
+    def _gather(self, sock: socket.socket, call_id: int, deadline: float) -> GroupReplies:
+        messenger = self.messenger
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for ended, result in self.tracker.expire(deadline):
+                    if ended == call_id:
+                        return result
+                raise AssertionError("a gathered call outlived its deadline")
+            sock.settimeout(left)
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM + 1)
+            except TimeoutError:
+                continue
+            except OSError:
+                continue  # an ICMP error for one fan-out member: it will be missing
+            packet = messenger.open(data, peer=f"{addr[0]}:{addr[1]}")
+            if packet is None or packet.header.flags & CALL:
+                continue
+            try:
+                answer = messenger.decode_answer(packet)
+            except DecodeError:
+                continue
+            done = self.tracker.receive(packet.header.call_id, packet.header.sender, answer)
+            if done is not None and packet.header.call_id == call_id:
+                return done
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
