@@ -191,11 +191,10 @@ class GroupClient:
         return self._sender.call(method, params, timeout=timeout, oneway=oneway, quorum=quorum)
 
     def call(self, method: str, *params: Value, timeout: Any = DEFAULT,
-             quorum: int | None = None) -> GroupReplies:
-        """Call ``method`` by its full name on every member (see the class docstring)."""
-        result = self._invoke(method, params, timeout, False, quorum=quorum)
-        assert result is not None
-        return result
+             quorum: int | None = None, oneway: bool = False) -> GroupReplies | None:
+        """Call ``method`` by its full name on every member (see the class docstring);
+        ``None`` for a one-way call."""
+        return self._invoke(method, params, timeout, oneway, quorum=quorum)
 
     def __getattr__(self, attribute: str) -> MethodProxy:
         if attribute.startswith("_"):

@@ -5,8 +5,10 @@ and concurrent test runs do not hear each other."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from clusterrpc import (
     connect_group,
     remote,
 )
+from clusterrpc.cli.main import main
 from tests.rpc_helpers import CLUSTER, Election, make_keyring, run
 
 KEYRING = make_keyring()
@@ -281,6 +284,7 @@ def test_blocking_group_client() -> None:
                                    timeout=0.5) as group:
                     everyone = group.election.status()
                     quorum = group.call("election.double", 4, timeout=5, quorum=2)
+                    assert quorum is not None
                     assert group.oneway.election.vote(2, "admin") is None
                     with pytest.raises(EncodeError):
                         group.election.echo(b"x" * 70_000)
@@ -308,3 +312,54 @@ def test_blocking_group_client() -> None:
         connect_group("tcp://127.0.0.1:1", keyring=KEYRING)
     with pytest.raises(ConfigurationError, match="cluster"):
         connect_group(random_group(), keyring=None, insecure=True)
+
+
+def test_cli_call_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keyring_file = tmp_path / "cluster.keys"
+    KEYRING.save(keyring_file)
+
+    def cli(*argv: str) -> tuple[int, str]:
+        try:
+            status = main(list(argv))
+        except SystemExit as exit_:
+            status = int(exit_.code or 0)
+        return status, capsys.readouterr().out
+
+    async def scenario() -> None:
+        url = random_group()
+        nodes = members(3, url)
+        await started(nodes)
+        try:
+            common = ("-k", str(keyring_file), "--timeout", "0.5")
+            status, out = await asyncio.to_thread(
+                cli, "call", "--group", url, "election.double", "4", *common,
+                "--members", "n0,n1,n2,n7")
+            assert status == 4  # n7 is missing
+            assert out.splitlines() == ["n0  8", "n1  8", "n2  8",
+                                        "n7  (no answer within 0.5 s)"]
+            status, out = await asyncio.to_thread(
+                cli, "call", "--group", url, "election.fail", '"x"', *common, "--json")
+            assert status == 1
+            document = json.loads(out)
+            assert document["replies"]["n1"] == {
+                "fault": {"code": -32500, "message": "RuntimeError: x"}}
+            assert document["missing"] == []
+            status, out = await asyncio.to_thread(
+                cli, "call", "--group", url, "election.status", *common, "--quorum", "1")
+            assert status == 0
+            assert len(out.splitlines()) >= 1
+            status, out = await asyncio.to_thread(
+                cli, "call", "--group", url, "election.vote", "1", '"cli"', *common,
+                "--oneway")
+            assert (status, out) == (0, "")
+            status, _ = await asyncio.to_thread(
+                cli, "call", "--group", nodes[0].addresses[0] if nodes[0].addresses else url,
+                "election.status", *common, "--user", "x:y")
+            assert status == 2
+            status, _ = await asyncio.to_thread(
+                cli, "call", "tcp://127.0.0.1:1", "election.status", *common, "--quorum", "2")
+            assert status == 2
+        finally:
+            await stopped(nodes)
+
+    run(scenario())

@@ -3,8 +3,8 @@
 ``clusterrpc call [OPTIONS] URL METHOD [ARG …]``
     call a method of a node (or of any XML-RPC server over ``http(s)://``) and print its
     result; each ARG is one JSON value in the notation of ``spec/vectors/README.md``
-    (``3``, ``'"n1"'``, ``'{"$bytes": "AAE="}'``); ``--oneway``, ``--json``
-    (:mod:`clusterrpc.cli.rpc`);
+    (``3``, ``'"n1"'``, ``'{"$bytes": "AAE="}'``); ``--oneway``, ``--json``; ``--group`` calls
+    every member of a group and prints a line per member (:mod:`clusterrpc.cli.rpc`);
 ``clusterrpc methods [OPTIONS] URL``
     list the methods a node publishes, with signatures and help (``--json``, ``--verbose``);
     both take ``-k/--keyring FILE`` (default ``$CLUSTERRPC_KEYRING``), ``--cluster NAME``

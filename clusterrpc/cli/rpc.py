@@ -7,7 +7,13 @@ shell.
     result: a string as it is, anything else as indented JSON notation; nothing for ``nil`` or
     with ``--oneway`` (which returns once the call is sent: there is no answer). ``--json``
     prints every result, ``nil`` and strings included, as JSON notation (and a fault as
-    ``{"fault": {"code": …, "message": …}}``).
+    ``{"fault": {"code": …, "message": …}}``). With ``--group``, URL is a group (a multicast
+    ``udp://GROUP:PORT?iface=ADDR``, or members' ``udp://`` URLs separated by commas): one
+    call reaches every member and each answer is printed as ``NAME  RESULT`` (``--json``:
+    ``{"replies": {…}, "missing": […], "timed_out": …}``); ``--members N1,N2`` names the
+    members expected to answer (those missing are listed), ``--quorum N`` returns after N
+    answers. Exit 1 if any member answered with a fault, 4 if an expected member did not
+    answer (or nobody did), else 0.
 ``clusterrpc methods [OPTIONS] URL``
     list the methods ``URL`` publishes, each with its signatures (``election.vote(int, string)
     -> nil``, or ``election.echo(undef)`` when unknown) and the first paragraph of its help as
@@ -39,7 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from clusterrpc.cli.exits import EXIT_OK, UsageError
+from clusterrpc.cli.exits import EXIT_FAULT, EXIT_OK, EXIT_TIMEOUT, UsageError
 from clusterrpc.cli.keys import ENV_KEYRING
 from clusterrpc.cli.notation import from_notation, to_notation
 from clusterrpc.errors import CallTimeoutError, DecodeError, Fault, TransportError
@@ -189,8 +195,81 @@ def _print_readable(value: Value) -> None:
         _print_json(to_notation(value))
 
 
+def _signed_keyring(args: argparse.Namespace, what: str) -> tuple[Keyring | None, str]:
+    """The keyring and cluster name for signed packets, as the options give them."""
+    path = args.keyring or os.environ.get(ENV_KEYRING) or None
+    keyring = Keyring.load(path) if path else None
+    if args.insecure and keyring is not None:
+        raise UsageError(
+            f"--insecure sends unauthenticated packets, but a keyring was given ({path}); "
+            f"drop one of them (unset ${ENV_KEYRING} if it comes from there)"
+        )
+    if keyring is None and not args.insecure:
+        raise UsageError(
+            f"{what} takes signed packets: pass --keyring FILE or set {ENV_KEYRING} "
+            "(or --insecure for nodes that accept unauthenticated calls)"
+        )
+    cluster = args.cluster or (keyring.cluster if keyring is not None else None)
+    if not cluster:
+        raise UsageError("no cluster name: pass --cluster NAME or set `cluster` in the keyring")
+    return keyring, cluster
+
+
+def _cmd_call_group(args: argparse.Namespace, params: list[Any]) -> int:
+    """``call --group``: one call to every member; a line (or a JSON entry) per member."""
+    from clusterrpc.client import connect_group  # noqa: PLC0415 - the I/O layers load on use
+
+    if args.user:
+        raise UsageError("--user is for http(s):// endpoints; groups take signed packets")
+    urls = [part.strip() for part in args.url.split(",") if part.strip()]
+    keyring, cluster = _signed_keyring(args, "a group")
+    members = ([name.strip() for name in args.members.split(",") if name.strip()]
+               if args.members else None)
+    with connect_group(urls[0] if len(urls) == 1 else urls, keyring=keyring, cluster=cluster,
+                       members=members, timeout=args.timeout, codec=args.codec,
+                       insecure=args.insecure) as group:
+        if args.oneway:
+            group.call(args.method, *params, oneway=True)
+            return EXIT_OK
+        replies = group.call(args.method, *params, quorum=args.quorum)
+        assert replies is not None
+    if args.json:
+        _print_json({
+            "replies": {
+                name: ({"fault": {"code": answer.code, "message": answer.message}}
+                       if isinstance(answer, Fault) else to_notation(answer))
+                for name, answer in sorted(replies.items())
+            },
+            "missing": list(replies.missing),
+            "timed_out": replies.timed_out,
+        })
+    else:
+        width = max((len(name) for name in [*replies, *replies.missing]), default=4)
+        for name, answer in sorted(replies.items()):
+            if isinstance(answer, Fault):
+                text = f"fault {answer.code}: {answer.message}"
+            elif isinstance(answer, str):
+                text = answer
+            else:
+                text = json.dumps(to_notation(answer), ensure_ascii=False)
+            print(f"{name:<{width}}  {text}")
+        for name in replies.missing:
+            print(f"{name:<{width}}  (no answer within {args.timeout:g} s)")
+        if not replies and not replies.missing:
+            print(f"no member answered within {args.timeout:g} s")
+    if replies.faults:
+        return EXIT_FAULT
+    if replies.missing or not replies:
+        return EXIT_TIMEOUT
+    return EXIT_OK
+
+
 def _cmd_call(args: argparse.Namespace) -> int:
     params = [parse_argument(text, index) for index, text in enumerate(args.args, start=1)]
+    if args.group:
+        return _cmd_call_group(args, params)
+    if args.members or args.quorum is not None:
+        raise UsageError("--members and --quorum go with --group")
     with _client(args) as client:
         try:
             result = client.call(args.method, *params, oneway=args.oneway)
@@ -330,6 +409,14 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
                       help="send a one-way call: return once sent, print nothing")
     call.add_argument("--json", action="store_true",
                       help="print the result (or the fault) as JSON notation")
+    call.add_argument("--group", action="store_true",
+                      help="URL is a group: a multicast udp://GROUP:PORT?iface=ADDR, or "
+                           "members' udp:// URLs separated by commas; print one line per "
+                           "member (exit 1 if any fault, 4 if an expected member is missing)")
+    call.add_argument("--members", metavar="N1,N2,…",
+                      help="with --group: the node names expected to answer")
+    call.add_argument("--quorum", metavar="N", type=int,
+                      help="with --group: return after N answers")
     call.set_defaults(handler=_cmd_call)
 
     methods = commands.add_parser(
