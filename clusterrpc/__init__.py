@@ -6,7 +6,8 @@ pluggable codecs and a local client-server API. See ``README.md`` and ``spec/``.
 The names exported here are the public contract; everything else lives in subpackages
 (:mod:`clusterrpc.codecs`, :mod:`clusterrpc.values`, :mod:`clusterrpc.errors`, the packet layer
 in :mod:`clusterrpc.packet`, :mod:`clusterrpc.envelope`, :mod:`clusterrpc.replay` and
-:mod:`clusterrpc.auth`).
+:mod:`clusterrpc.auth`). :mod:`clusterrpc.testing` has tools for testing components built on
+clusterrpc: an in-memory datagram network with fault injection.
 """
 
 import importlib
