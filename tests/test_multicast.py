@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +366,38 @@ def test_cli_call_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
             await stopped(nodes)
 
     run(scenario())
+
+
+def test_serve_config_joins_groups(tmp_path: Path) -> None:
+    keyring_file = tmp_path / "cluster.keys"
+    KEYRING.save(keyring_file)
+    url = random_group()
+    (tmp_path / "node.toml").write_text(
+        'name = "served"\nkeyring = "cluster.keys"\nlisten = ["udp://127.0.0.1:0"]\n'
+        '[services]\nelection = "cli_service:Election"\n'
+        f'[groups.all]\naddress = "{url}"\nmembers = ["served"]\n'
+    )
+    (tmp_path / "bad.toml").write_text(
+        'name = "x"\nkeyring = "cluster.keys"\nlisten = []\n[groups.all]\nmembers = ["x"]\n'
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    command = [sys.executable, "-m", "clusterrpc", "serve", "--print-addresses", "--config"]
+    bad = subprocess.run([*command, str(tmp_path / "bad.toml")], capture_output=True,
+                         text=True, timeout=30, env=environment, check=False)
+    assert bad.returncode == 2
+    assert "group `all`" in bad.stderr
+    process = subprocess.Popen([*command, str(tmp_path / "node.toml")],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=environment)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("udp://127.0.0.1:")
+        with connect_group(url, keyring=KEYRING, members=["served"], timeout=5) as group:
+            replies = group.election.status()
+        assert list(replies) == ["served"]
+        assert not replies.timed_out
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()

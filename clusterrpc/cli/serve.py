@@ -13,6 +13,12 @@ The configuration file is TOML::
     [services]                                   # published as election.*, ...
     election = "mypkg.election:Election"
 
+    [groups]                                     # optional: groups to join and call
+    all = "udp://239.192.0.1:7401?iface=127.0.0.1"
+    [groups.peers]                               # or a table: address (a URL, or a list of
+    address = ["udp://10.0.0.2:7400"]            # udp:// URLs for fan-out), members, join
+    members = ["n2"]
+
 A service is ``"module:attribute"`` (the attribute may be dotted): a class is instantiated with
 no arguments, a function is called with none (a factory), any other object is served as it is.
 The module must be importable (``PYTHONPATH``). Unknown keys, wrong types, a missing keyring and
@@ -55,7 +61,7 @@ _BOOL_OPTIONS = ("insecure", "http_insecure", "debug")
 _SECONDS_OPTIONS = ("timeout", "drain_timeout", "freshness")
 _COUNT_OPTIONS = ("max_in_flight", "max_packet", "replay_window")
 _PATH_OPTIONS = ("tls_certfile", "tls_keyfile")
-_KNOWN = ("name", "cluster", "keyring", "listen", "services", "codec",
+_KNOWN = ("name", "cluster", "keyring", "listen", "services", "groups", "codec",
           *_BOOL_OPTIONS, *_SECONDS_OPTIONS, *_COUNT_OPTIONS, *_PATH_OPTIONS)  # fmt: skip
 
 
@@ -70,6 +76,8 @@ class ServeConfig:
     listen: list[str]
     services: dict[str, str]
     options: dict[str, Any]
+    groups: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """``Node(groups=…)``: name → URL, list of URLs, or ``{"address", "members", "join"}``."""
     """The other :class:`~clusterrpc.Node` keyword arguments."""
 
 
@@ -158,7 +166,8 @@ def load_config(path: str | Path) -> ServeConfig:
         raise UsageError(
             f'{path}: `listen` is required, e.g. listen = ["tcp://127.0.0.1:7400"]'
         )
-    if (not isinstance(listen, list) or not listen
+    # A node that only joins groups may listen nowhere else.
+    if (not isinstance(listen, list) or not (listen or document.get("groups"))
             or not all(isinstance(url, str) for url in listen)):
         raise bad("listen", "a non-empty list of URLs")
 
@@ -171,8 +180,22 @@ def load_config(path: str | Path) -> ServeConfig:
                 f"{path}: service `{service}` must be \"module:attribute\" "
                 f"(e.g. \"mypkg.election:Election\"), not {target!r}"
             )
+    groups = document.get("groups", {})
+    if not isinstance(groups, dict):
+        raise bad("groups", 'a table, e.g. [groups] all = "udp://239.192.0.1:7401?iface=…"')
+    for group, spec in groups.items():
+        if isinstance(spec, dict):
+            extra = sorted(set(spec) - {"address", "members", "join"})
+            if extra or "address" not in spec:
+                raise UsageError(
+                    f"{path}: group `{group}` is a table of address (required), members and "
+                    f"join{f', not {extra[0]}' if extra else ''}"
+                )
+        elif not isinstance(spec, str | list):
+            raise UsageError(f"{path}: group `{group}` must be a URL, a list of URLs or a table")
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
-                       listen=list(listen), services=dict(services), options=options)
+                       listen=list(listen), services=dict(services), options=options,
+                       groups=dict(groups))
 
 
 def resolve_service(service: str, target: str) -> object:
@@ -201,10 +224,12 @@ def resolve_service(service: str, target: str) -> object:
 
 
 def _build_node(config: ServeConfig) -> Any:
-    from clusterrpc.node import Node  # noqa: PLC0415 - the I/O layers load on use
+    from clusterrpc.node import Group, Node  # noqa: PLC0415 - the I/O layers load on use
 
+    groups = {name: Group(**spec) if isinstance(spec, dict) else spec
+              for name, spec in config.groups.items()}
     node = Node(config.name, cluster=config.cluster, keyring=config.keyring,
-                listen=config.listen, **config.options)
+                listen=config.listen, groups=groups, **config.options)
     for service, target in config.services.items():
         published = node.serve(resolve_service(service, target), name=service)
         log.info("serving %s: %s", service, ", ".join(published))
