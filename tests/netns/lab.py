@@ -347,6 +347,9 @@ def _toml(value: Any) -> str:
         return json.dumps(value)  # a TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, Mapping):  # an inline table, e.g. groups = {all = {address = …}}
+        return "{" + ", ".join(f"{json.dumps(str(key))} = {_toml(item)}"
+                               for key, item in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to the node's TOML")
 
 
@@ -658,8 +661,10 @@ class Lab:
     def node_config(self, host: HostRef, *, name: str | None = None,
                     services: Mapping[str, str] | None = None,
                     listen: Iterable[str] | None = None,
-                    options: Mapping[str, Any] | None = None) -> tuple[Path, list[str]]:
-        """Write the ``node.toml`` of a node on ``host``; returns its path and listen list."""
+                    options: Mapping[str, Any] | None = None,
+                    keyring: Path | None = None) -> tuple[Path, list[str]]:
+        """Write the ``node.toml`` of a node on ``host``; returns its path and listen list.
+        ``keyring``: another keyring file than the lab's (a node that must not be heard)."""
         host = self.host(host)
         name = name or host.name
         if listen is None:
@@ -668,7 +673,8 @@ class Lab:
                   for url in listen]
         settings: dict[str, Any] = {"drain_timeout": 1.0}
         settings.update(options or {})
-        lines = [f"name = {_toml(name)}", f"keyring = {_toml(str(self.keyring_path))}",
+        lines = [f"name = {_toml(name)}",
+                 f"keyring = {_toml(str(keyring or self.keyring_path))}",
                  f"listen = {_toml(listen)}"]
         lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
         lines.append("\n[services]")
@@ -685,7 +691,8 @@ class Lab:
                    listen: Iterable[str] | None = None,
                    options: Mapping[str, Any] | None = None,
                    env: Mapping[str, str] | None = None, expect: int | None = None,
-                   wait: bool = True, timeout: float = 30.0) -> NodeProcess:
+                   wait: bool = True, timeout: float = 30.0,
+                   keyring: Path | None = None) -> NodeProcess:
         """Start ``clusterrpc serve --print-addresses`` (this interpreter) inside ``host``.
 
         ``name``: the node's name (default: the host's, ``h1``); ``services``: ``{"svc":
@@ -698,7 +705,7 @@ class Lab:
         addresses (default: one per listen URL) unless ``wait`` is false."""
         host = self.host(host)
         config, urls = self.node_config(host, name=name, services=services, listen=listen,
-                                        options=options)
+                                        options=options, keyring=keyring)
         name = name or host.name
         node_env = {"CLUSTERRPC_LAB_NODE": name, "CLUSTERRPC_LAB_HOST": host.name,
                     "CLUSTERRPC_LAB_ADDRESS": host.address, **(env or {})}
