@@ -75,7 +75,7 @@ class GroupReplies(Mapping[str, "Value | Fault"]):
 
 
 class _Gathering:
-    __slots__ = ("call_id", "deadline", "expected", "method", "quorum", "replies")
+    __slots__ = ("call_id", "deadline", "expected", "method", "quorum", "replies", "waiting")
 
     def __init__(self, call_id: int, method: str, deadline: float,
                  expected: frozenset[str] | None, quorum: int | None) -> None:
@@ -85,11 +85,17 @@ class _Gathering:
         self.expected = expected
         self.quorum = quorum
         self.replies: dict[str, Value | Fault] = {}
+        # Expected members yet to answer: a count, so completion is O(1) per answer.
+        self.waiting = -1 if expected is None else len(expected)
 
-    def complete(self) -> bool:
+    def add(self, sender: str, answer: Value | Fault) -> bool:
+        """Record a first answer from ``sender``; return whether the call is now complete."""
+        self.replies[sender] = answer
+        if self.waiting > 0 and self.expected is not None and sender in self.expected:
+            self.waiting -= 1
         if self.quorum is not None and len(self.replies) >= self.quorum:
             return True
-        return self.expected is not None and self.expected.issubset(self.replies)
+        return self.waiting == 0
 
     def result(self, *, timed_out: bool) -> GroupReplies:
         missing = () if self.expected is None else tuple(
@@ -178,11 +184,9 @@ class GatherTracker:
         if sender in gathering.replies:
             self.duplicate_replies += 1
             return None
-        gathering.replies[sender] = (
-            Fault(message.code, message.message) if isinstance(message, FaultMessage)
-            else message.value
-        )
-        if not gathering.complete():
+        answer = (Fault(message.code, message.message) if isinstance(message, FaultMessage)
+                  else message.value)
+        if not gathering.add(sender, answer):
             return None
         del self._calls[call_id]
         return gathering.result(timed_out=False)

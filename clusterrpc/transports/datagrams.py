@@ -42,7 +42,7 @@ from clusterrpc.rpc.calls import CallFailed, CallTracker
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
 from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
-from clusterrpc.transports.streams import describe_os_error
+from clusterrpc.transports.streams import describe_os_error, limit_read_size
 from clusterrpc.values import Value
 
 __all__ = [
@@ -164,6 +164,7 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance() check: some loops' datagram transports do not subclass it.
         self.transport = typing.cast(asyncio.DatagramTransport, transport)
+        limit_read_size(transport, MAX_DATAGRAM + 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from clusterrpc.codecs import CallMessage
+from clusterrpc.codecs import CallMessage, FaultMessage, ReplyMessage
 from clusterrpc.envelope import ReceivedPacket
 from clusterrpc.errors import (
     ConfigurationError,
@@ -125,10 +125,8 @@ class GatherCalls:
         self._arm_timer()
         return call_id, waiter
 
-    def answer(self, call_id: int, sender: str, message: object) -> None:
-        from clusterrpc.codecs import FaultMessage, ReplyMessage  # noqa: PLC0415
-
-        assert isinstance(message, ReplyMessage | FaultMessage)
+    def answer(self, call_id: int, sender: str, message: ReplyMessage | FaultMessage) -> None:
+        """Record ``sender``'s answer; settle the call's future if it is now complete."""
         result = self.tracker.receive(call_id, sender, message)
         if result is not None:
             self._settle(call_id, result)
