@@ -22,6 +22,10 @@ DTDs, entity declarations and external references all forbidden, which works wha
 
 Depth and item counts are enforced by the codec while it walks the tree; expat itself is not
 recursive and the tree's memory is bounded by the size and markup limits.
+
+The ``xmlrpc`` codec reads most documents without a tree (its own fast path, for a strict subset
+of XML with no prolog beyond the XML declaration); it still runs :func:`check_markup` first, and
+everything else comes here.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from defusedxml import DefusedXmlException
 from clusterrpc.errors import DecodeError, FaultCode, LimitExceededError
 from clusterrpc.values import Limits
 
-__all__ = ["escape_text", "parse_document"]
+__all__ = ["check_markup", "escape_text", "markup_budget", "parse_checked", "parse_document"]
 
 # Encodings expat decodes natively and that are ASCII-compatible, so that our byte-level prolog
 # scan sees what expat sees. Names as in XML 1.0 section 4.3.3 (case-insensitive).
@@ -74,7 +78,8 @@ def escape_text(text: str) -> str:
     return text
 
 
-def _markup_budget(limits: Limits) -> int:
+def markup_budget(limits: Limits) -> int:
+    """The most ``<`` a valid message within ``limits`` can hold (see :func:`check_markup`)."""
     return limits.max_items * _MARKUP_PER_ITEM + _MARKUP_ENVELOPE
 
 
@@ -134,6 +139,17 @@ def _fast_path_start(data: bytes) -> int | None:
     raise DecodeError("empty XML document")
 
 
+def check_markup(data: bytes, limits: Limits) -> None:
+    """Raise :class:`LimitExceededError` if ``data`` has more markup (``<``) than
+    ``limits.max_items`` values can need: a single C-speed scan, run before any parsing
+    (skipped when ``data`` is too short to fail it)."""
+    budget = markup_budget(limits)
+    if len(data) > budget and data.count(b"<") > budget:
+        raise LimitExceededError(
+            f"more XML markup than max_items={limits.max_items} values can need"
+        )
+
+
 def parse_document(data: bytes, limits: Limits) -> Element:
     """Parse ``data`` into an element tree, safely.
 
@@ -141,10 +157,12 @@ def parse_document(data: bytes, limits: Limits) -> Element:
     :class:`DecodeError` for malformed or forbidden XML and :class:`LimitExceededError` for
     input with more markup than ``limits.max_items`` allows.
     """
-    if data.count(b"<") > _markup_budget(limits):
-        raise LimitExceededError(
-            f"more XML markup than max_items={limits.max_items} values can need"
-        )
+    check_markup(data, limits)
+    return parse_checked(data)
+
+
+def parse_checked(data: bytes) -> Element:
+    """:func:`parse_document` for ``data`` that has already passed :func:`check_markup`."""
     if _fast_path_start(data) is None:
         return _parse_hardened(data)
     parser = XMLParser()

@@ -6,10 +6,23 @@ the Apache extension namespace's ``ex:nil``, ``ex:i1``, ``ex:i2``, ``ex:i8`` and
 ``spec/codecs.md`` gives the exact mapping; ``spec/vectors/codecs/xmlrpc/`` has byte-exact
 examples.
 
-Encoding is a single recursive walk that dispatches on the exact type and appends string pieces;
+Encoding is a single recursive walk that dispatches on the exact type and appends string pieces
+(a struct member or array element of a common scalar type is one piece, written inline);
 anything unusual (subclasses, bad values, limits) falls to :func:`clusterrpc.values.check_value`,
-which finds and names the offending place. Decoding parses with
-:mod:`clusterrpc.codecs._safexml` (expat in C, DTDs refused) and walks the tree.
+which finds and names the offending place.
+
+Decoding has two paths with one behaviour. After the pre-parse checks (size, ``<value`` count,
+markup budget), the *fast path* reads the canonical documents that this encoder and
+``xmlrpc.client`` write with precompiled regular expressions, one match per value, so that the
+Python work is per value, not per tag (:func:`_make_fast_decoder`). Anything outside its strict
+subset, and anything invalid, goes to the *tree path*: :mod:`clusterrpc.codecs._safexml` (expat
+in C, DTDs refused) builds a tree that :class:`_Walker` turns into values. The tree path is the
+reference: it alone decides errors and their messages, and the fast path only returns what it
+would return (``spec/codecs.md``, "How the decoder is built"; checked differentially by
+``tests/test_codec_xmlrpc_fastpath.py``). Why regular expressions rather than a faster parser:
+the cost of a small message was building the tree (an ElementTree parser object alone is a third
+of a small reply's decode) and the per-element Python walk; one anchored match per value moves
+both into the C regular-expression engine, which also checks the structure.
 """
 
 from __future__ import annotations
@@ -19,10 +32,10 @@ import datetime as _dt
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Protocol
 from xml.etree.ElementTree import Element
 
-from clusterrpc.codecs._safexml import escape_text, parse_document
+from clusterrpc.codecs._safexml import check_markup, escape_text, markup_budget, parse_checked
 from clusterrpc.codecs.base import (
     CallMessage,
     Codec,
@@ -45,7 +58,6 @@ from clusterrpc.values import (
     Limits,
     Value,
     as_base_type,
-    format_datetime,
     parse_datetime,
 )
 
@@ -65,105 +77,177 @@ class _Unusual(Exception):
     """Raised inside the fast encoder to hand the value to the precise slow path."""
 
 
-_EncodeFn = Callable[[object, Callable[[str], None], int], int]
+_EncodeFn = Callable[[object, Callable[[str], None], int], None]
 
 
 def _make_encoder(limits: Limits) -> _EncodeFn:
     """Build the fast encoder for ``limits``.
 
-    ``encode(value, append, depth)`` appends the ``<value>`` element for ``value`` and returns
-    how many values it held. It raises :class:`_Unusual` for anything it does not handle
-    directly (subclasses, out-of-model values, limits): the caller then asks
-    :func:`~clusterrpc.values.check_value` for a precise error. It is a closure so that the hot
-    loop reads limits from local cells, not attributes.
+    ``encode(value, append, depth)`` appends the ``<value>`` element for ``value``. It raises
+    :class:`_Unusual` for anything it does not handle directly (subclasses, out-of-model values,
+    limits): the caller then asks :func:`~clusterrpc.values.check_value` for a precise error. It
+    is a closure so that the hot loop reads limits from local cells, not attributes. Struct
+    members and array elements of the common scalar types are written inline, one string per
+    member, without a call; values are counted afterwards (one ``<value>`` tag each).
     """
     max_depth = limits.max_depth
     max_string = limits.max_string
     invalid_char = INVALID_XML_CHAR.search
+    escape = escape_text
+    isfinite = math.isfinite
+    b2a_base64 = binascii.b2a_base64
+    iso8601 = _format_datetime
+    int_min = INT32_MIN
+    int_max = INT32_MAX
 
     def text(value: str) -> str:
         if len(value) > max_string:
             raise _Unusual
-        # isprintable() is a cheap first test; the exact XML 1.0 test runs only when it fails
-        # (tabs, newlines, non-BMP characters and the truly invalid ones).
-        if not value.isprintable() and invalid_char(value) is not None:
+        # isprintable() is a cheap first test (it is False for CR, which must be escaped); the
+        # exact XML 1.0 test runs only when it fails (tabs, newlines, non-BMP characters and
+        # the truly invalid ones).
+        if value.isprintable():
+            if "&" in value or "<" in value or ">" in value:
+                return escape(value)
+            return value
+        if invalid_char(value) is not None:
             raise _Unusual
-        return escape_text(value)
+        return escape(value)
 
-    def encode(value: object, append: Callable[[str], None], depth: int) -> int:
+    def member_name(key: object) -> str:
+        if not isinstance(key, str):
+            raise _Unusual
+        return text(str.__str__(key))  # a str subclass (StrEnum …) travels as its value
+
+    def encode(value: object, append: Callable[[str], None], depth: int) -> None:
         kind = type(value)
-        if kind is str:
+        if kind is dict:
+            if depth >= max_depth:
+                raise _Unusual
+            append("<value><struct>")
+            depth += 1
+            for key, element in value.items():  # type: ignore[attr-defined]
+                # An identifier (letters, digits, "_") is valid XML text that needs no escaping.
+                if type(key) is str and key.isidentifier() and len(key) <= max_string:
+                    name = key
+                else:
+                    name = member_name(key)
+                kind = type(element)
+                if kind is str:
+                    append(
+                        f"<member><name>{name}</name><value><string>{text(element)}"
+                        "</string></value></member>"
+                    )
+                elif kind is int and int_min <= element <= int_max:
+                    append(
+                        f"<member><name>{name}</name><value><int>{element}</int></value></member>"
+                    )
+                elif kind is bool:
+                    append(
+                        f"<member><name>{name}</name><value><boolean>1</boolean></value></member>"
+                        if element
+                        else f"<member><name>{name}</name><value><boolean>0</boolean></value>"
+                        "</member>"
+                    )
+                elif kind is float and isfinite(element):
+                    append(
+                        f"<member><name>{name}</name><value><double>{element!r}</double></value>"
+                        "</member>"
+                    )
+                elif element is None:
+                    append(f"<member><name>{name}</name><value><nil/></value></member>")
+                elif kind is _dt.datetime:
+                    append(
+                        f"<member><name>{name}</name><value><dateTime.iso8601>"
+                        f"{iso8601(element)}</dateTime.iso8601></value></member>"
+                    )
+                elif kind is bytes and len(element) <= max_string:
+                    append(
+                        f"<member><name>{name}</name><value><base64>"
+                        f"{b2a_base64(element, newline=False).decode('ascii')}"
+                        "</base64></value></member>"
+                    )
+                else:
+                    append(f"<member><name>{name}</name>")
+                    encode(element, append, depth)
+                    append("</member>")
+            append("</struct></value>")
+        elif kind is str:
             append(f"<value><string>{text(value)}</string></value>")  # type: ignore[arg-type]
-            return 1
-        if kind is int:
-            if INT32_MIN <= value <= INT32_MAX:  # type: ignore[operator]
+        elif kind is int:
+            if int_min <= value <= int_max:  # type: ignore[operator]
                 append(f"<value><int>{value}</int></value>")
             elif INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
                 append(f"<value><i8>{value}</i8></value>")
             else:
                 raise _Unusual
-            return 1
-        if kind is dict:
+        elif kind is list or kind is tuple:
             if depth >= max_depth:
                 raise _Unusual
-            count = 1
-            append("<value><struct>")
-            for raw_key, element in value.items():  # type: ignore[attr-defined]
-                key = raw_key
-                if type(key) is not str:
-                    if not isinstance(key, str):
-                        raise _Unusual
-                    key = str.__str__(key)  # a str subclass (StrEnum …) travels as its value
-                append(f"<member><name>{text(key)}</name>")
-                count += encode(element, append, depth + 1)
-                append("</member>")
-            append("</struct></value>")
-            return count
-        if kind is bool:
+            append("<value><array><data>")
+            depth += 1
+            for element in value:  # type: ignore[attr-defined]
+                kind = type(element)
+                if kind is str:
+                    append(f"<value><string>{text(element)}</string></value>")
+                elif kind is int and int_min <= element <= int_max:
+                    append(f"<value><int>{element}</int></value>")
+                else:
+                    encode(element, append, depth)
+            append("</data></array></value>")
+        elif kind is bool:
             append("<value><boolean>1</boolean></value>" if value else
                    "<value><boolean>0</boolean></value>")
-            return 1
-        if kind is float:
+        elif kind is float:
             if not math.isfinite(value):  # type: ignore[arg-type]
                 raise _Unusual
             append(f"<value><double>{value!r}</double></value>")
-            return 1
-        if kind is list or kind is tuple:
-            if depth >= max_depth:
-                raise _Unusual
-            count = 1
-            append("<value><array><data>")
-            for element in value:  # type: ignore[attr-defined]
-                count += encode(element, append, depth + 1)
-            append("</data></array></value>")
-            return count
-        if value is None:
+        elif value is None:
             append("<value><nil/></value>")
-            return 1
-        if kind is bytes or kind is bytearray or kind is memoryview:
+        elif kind is bytes or kind is bytearray or kind is memoryview:
             if memoryview(value).nbytes > max_string:  # type: ignore[arg-type]
                 raise _Unusual
-            append("<value><base64>")
-            append(binascii.b2a_base64(value, newline=False).decode("ascii"))  # type: ignore[arg-type]
-            append("</base64></value>")
-            return 1
-        if kind is _dt.datetime:
-            offset = value.utcoffset()  # type: ignore[attr-defined]
-            if offset is not None and offset % _SECOND:
+            append(
+                "<value><base64>"
+                f"{binascii.b2a_base64(value, newline=False).decode('ascii')}"  # type: ignore[arg-type]
+                "</base64></value>"
+            )
+        elif kind is _dt.datetime:
+            append(
+                f"<value><dateTime.iso8601>{_format_datetime(value)}"  # type: ignore[arg-type]
+                "</dateTime.iso8601></value>"
+            )
+        else:
+            base = as_base_type(value)
+            if base is None:
                 raise _Unusual
-            append("<value><dateTime.iso8601>")
-            append(format_datetime(value))  # type: ignore[arg-type]
-            append("</dateTime.iso8601></value>")
-            return 1
-        base = as_base_type(value)
-        if base is None:
-            raise _Unusual
-        return encode(base, append, depth)
+            encode(base, append, depth)
 
     return encode
 
 
-_SECOND = _dt.timedelta(seconds=1)
+def _format_datetime(moment: _dt.datetime) -> str:
+    """:func:`~clusterrpc.values.format_datetime`, from the C ``isoformat()``.
+
+    ``isoformat()`` writes ``YYYY-MM-DDTHH:MM:SS``, ``.ffffff`` only for microseconds and the
+    offset as ``+HH:MM[:SS]``; the basic form drops the date's two dashes and writes a zero
+    offset as ``Z`` (tests/test_codec_xmlrpc_fastpath.py checks the two agree). Raises
+    :class:`_Unusual` for an offset with a fraction of a second, which cannot be written.
+    """
+    tzinfo = moment.tzinfo
+    if tzinfo is _UTC:
+        return moment.isoformat()[:-6].replace("-", "", 2) + "Z"
+    if tzinfo is not None:
+        offset = moment.utcoffset()
+        if offset is not None:
+            if offset.microseconds:
+                raise _Unusual
+            if not offset:
+                return moment.isoformat()[:-6].replace("-", "", 2) + "Z"
+    return moment.isoformat().replace("-", "", 2)
+
+
+_UTC = _dt.UTC
 
 
 class XmlRpcCodec(Codec):
@@ -177,60 +261,73 @@ class XmlRpcCodec(Codec):
     codec_id: ClassVar[int] = 1
     media_type: ClassVar[str] = "text/xml"
 
-    __slots__ = ("_encode_value", "_walker")
+    __slots__ = ("_encode_value", "_fast_call", "_fast_response", "_prechecked_size", "_walker")
 
     def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits=limits)
         self._encode_value = _make_encoder(limits)
+        self._fast_call, self._fast_response = _make_fast_decoder(limits)
         self._walker = _Walker(limits)
+        # Bytes no longer than this pass every check of _prechecked without looking.
+        self._prechecked_size = min(
+            limits.max_size, 6 * limits.max_items, markup_budget(limits)
+        )
 
     # -- encoding ----------------------------------------------------------------------------
 
-    def _encode(
-        self,
-        head: str,
-        values: Sequence[Value],
-        root: str,
-        tail: str,
-        wrap: tuple[str, str],
-    ) -> bytes:
+    def _encode(self, head: str, values: Sequence[Value], root: str, tail: str) -> bytes:
         out = [head]
         append = out.append
         encode = self._encode_value
-        items = 0
         try:
             for value in values:
-                append(wrap[0])
-                items += encode(value, append, 0)
-                append(wrap[1])
+                encode(value, append, 0)
         except (_Unusual, RecursionError):
             self.explain_encode_failure(values, root)
-        if items > self.limits.max_items:
-            self.explain_encode_failure(values, root)
         append(tail)
-        return self.check_encoded_size("".join(out).encode("utf-8"))
+        text = "".join(out)
+        # Every value is one "<value>" tag (text escapes "<"), so the item count is a C-speed
+        # count, needed only when the text is long enough to hold more than max_items.
+        max_items = self.limits.max_items
+        if len(text) > 7 * max_items and text.count("<value>") > max_items:
+            self.explain_encode_failure(values, root)
+        data = text.encode("utf-8")
+        if len(data) > self.limits.max_size:
+            self.check_encoded_size(data)
+        return data
 
     def encode_call(self, method: str, params: Sequence[Value]) -> bytes:
         """Encode ``<methodCall>``; raises :class:`EncodeError` for bad names and values."""
         check_method_name(method)
         if not isinstance(params, list | tuple):
             raise EncodeError(f"params must be a list or tuple, not {type(params).__name__}")
-        return self._encode(
-            f"{_XML_HEADER}<methodCall><methodName>{method}</methodName><params>",
-            params,
-            "params[{}]",
-            "</params></methodCall>",
-            ("<param>", "</param>"),
-        )
+        out = [f"{_XML_HEADER}<methodCall><methodName>{method}</methodName><params>"]
+        append = out.append
+        encode = self._encode_value
+        try:
+            for value in params:
+                append("<param>")
+                encode(value, append, 0)
+                append("</param>")
+        except (_Unusual, RecursionError):
+            self.explain_encode_failure(params, "params[{}]")
+        append("</params></methodCall>")
+        text = "".join(out)
+        max_items = self.limits.max_items
+        if len(text) > 7 * max_items and text.count("<value>") > max_items:
+            self.explain_encode_failure(params, "params[{}]")
+        data = text.encode("utf-8")
+        if len(data) > self.limits.max_size:
+            self.check_encoded_size(data)
+        return data
 
     def encode_reply(self, value: Value) -> bytes:
         """Encode a ``<methodResponse>`` with one parameter."""
         return self._encode(
-            f"{_XML_HEADER}<methodResponse><params>",
+            f"{_XML_HEADER}<methodResponse><params><param>",
             (value,),
             "value",
-            "</params></methodResponse>",
-            ("<param>", "</param>"),
+            "</param></params></methodResponse>",
         )
 
     def encode_fault(self, code: int, message: str) -> bytes:
@@ -241,21 +338,26 @@ class XmlRpcCodec(Codec):
             ({"faultCode": code, "faultString": message},),
             "fault",
             "</fault></methodResponse>",
-            ("", ""),
         )
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _document(self, data: bytes, root_tag: str) -> Element:
+    def _prechecked(self, data: bytes) -> bytes:
+        """The checks that run before any parsing, on either path, in this order."""
         self.check_size(data)
         data = bytes(data)
         # Every value is one <value> element and that tag must appear literally (no entities
-        # exist), so this C-speed count refuses over-long messages before any parsing.
-        if data.count(b"<value") > self.limits.max_items:
-            raise LimitExceededError(
-                f"more than max_items={self.limits.max_items} values in one message"
-            )
-        root = parse_document(data, self.limits)
+        # exist), so this C-speed count refuses over-long messages before any parsing. (Data
+        # too short to hold more than max_items of them cannot fail it: skipped.)
+        max_items = self.limits.max_items
+        if len(data) > 6 * max_items and data.count(b"<value") > max_items:
+            raise LimitExceededError(f"more than max_items={max_items} values in one message")
+        check_markup(data, self.limits)
+        return data
+
+    def _tree(self, data: bytes, root_tag: str) -> Element:
+        """The safe path's parse of pre-checked ``data`` (see :mod:`._safexml`)."""
+        root = parse_checked(data)
         if root.tag != root_tag:
             raise invalid_message(f"expected <{root_tag}>, got <{_tag(root)}>")
         return root
@@ -268,7 +370,34 @@ class XmlRpcCodec(Codec):
         :class:`LimitExceededError`. Character data between structural elements is ignored, as
         every XML-RPC implementation does.
         """
-        root = self._document(data, "methodCall")
+        if type(data) is not bytes or len(data) > self._prechecked_size:
+            data = self._prechecked(data)
+        message = self._fast_call(data)
+        if message is not None:
+            return message
+        return self._call_from_tree(self._tree(data, "methodCall"))
+
+    def decode_response(self, data: bytes) -> ReplyMessage | FaultMessage:
+        """Decode a ``<methodResponse>``: a reply (exactly one parameter) or a fault.
+
+        Raises :class:`DecodeError` or :class:`LimitExceededError`, as :meth:`decode_call`.
+        """
+        if type(data) is not bytes or len(data) > self._prechecked_size:
+            data = self._prechecked(data)
+        message = self._fast_response(data)
+        if message is not None:
+            return message
+        return self._response_from_tree(self._tree(data, "methodResponse"))
+
+    def _decode_call_safe(self, data: bytes) -> CallMessage:
+        """:meth:`decode_call` by the reference path alone (for the differential tests)."""
+        return self._call_from_tree(self._tree(self._prechecked(data), "methodCall"))
+
+    def _decode_response_safe(self, data: bytes) -> ReplyMessage | FaultMessage:
+        """:meth:`decode_response` by the reference path alone (for the differential tests)."""
+        return self._response_from_tree(self._tree(self._prechecked(data), "methodResponse"))
+
+    def _call_from_tree(self, root: Element) -> CallMessage:
         if not len(root) or root[0].tag != "methodName" or len(root[0]):
             raise invalid_message("<methodCall> must start with <methodName>")
         method = check_method_name((root[0].text or "").strip(), decoding=True)
@@ -278,12 +407,7 @@ class XmlRpcCodec(Codec):
             raise invalid_message("<methodCall> may hold only <methodName> and <params>")
         return CallMessage(method, tuple(self._walker.params(root[1])))
 
-    def decode_response(self, data: bytes) -> ReplyMessage | FaultMessage:
-        """Decode a ``<methodResponse>``: a reply (exactly one parameter) or a fault.
-
-        Raises :class:`DecodeError` or :class:`LimitExceededError`, as :meth:`decode_call`.
-        """
-        root = self._document(data, "methodResponse")
+    def _response_from_tree(self, root: Element) -> ReplyMessage | FaultMessage:
         if len(root) != 1:
             raise invalid_message("<methodResponse> must hold exactly one <params> or <fault>")
         body = root[0]
@@ -309,7 +433,6 @@ class XmlRpcCodec(Codec):
                 )
             return FaultMessage(fault["faultCode"], fault["faultString"])
         raise invalid_message(f"unexpected <{_tag(body)}> in <methodResponse>")
-
 
 
 def _tag(element: Element) -> str:
@@ -469,16 +592,19 @@ def _string(element: Element) -> str:
 
 
 def _base64(element: Element) -> bytes:
-    text = element.text or ""
+    return _base64_text(element.text or "")
+
+
+def _base64_text(text: str) -> bytes:
     try:
         return binascii.a2b_base64(text, strict_mode=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         pass
     # Line-wrapped base64 (the standard library writes 76-character lines) is valid too.
     compact = "".join(text.split())
     try:
         return binascii.a2b_base64(compact, strict_mode=True)
-    except binascii.Error as error:
+    except ValueError as error:
         raise invalid_message(f"invalid base64: {error}") from None
 
 
@@ -507,3 +633,418 @@ _SCALARS: dict[str, Callable[[Element], Value]] = {
     _EX + "i8": _int,
     _EX + "float": _double,
 }
+
+
+
+
+
+
+# -- the fast decoder ----------------------------------------------------------------------------
+#
+# The patterns below read a strict subset of XML: the shape that clusterrpc's encoder and
+# xmlrpc.client.dumps write. White space (" ", TAB, LF) may appear between structural tags, but
+# not inside a scalar's type element (<int> 5 </int>); tags have no attributes and no namespace
+# prefixes; character data has no CR (an XML parser would turn it into LF), no ">" (so never the
+# forbidden "]]>"), no character XML 1.0 forbids, no CDATA section, and "&" only as one of the
+# five predefined entities or a character reference of a character XML allows (checked by
+# _unescape). Anything else makes the fast path give up, and the decoder hands the document to
+# the tree parser, which is the reference: the fast path only ever returns what that path returns
+# for the same bytes (tests/test_codec_xmlrpc_fastpath.py checks this differentially).
+#
+# Each match reads one whole item of a container: a struct member or array element holding a
+# scalar, the start of a nested struct or array, or the container's end. Alternatives are
+# factored after their common "<" so that the engine rejects a wrong one by its first letter.
+# The patterns use only plain greedy quantifiers (possessive ones have had matching bugs in
+# Python 3.11 releases); each text class excludes the delimiter that follows it, so
+# backtracking stays linear.
+
+_S = r"[ \t\n]*"  # XML white space, less CR (line-end normalisation: left to the parser)
+_TEXT = r"[^<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*"  # UTF-8 text never holds surrogates
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # as _DOUBLE
+# The inside of a <value> holding a scalar, and its end tag. Each alternative captures the
+# element's text in a group of its own, so that a match's lastindex names the kind.
+_SCALAR = (
+    r"(?:" + _S + r"<(?:"
+    r"string>(" + _TEXT + r")</string>"
+    # Up to 18 digits always fit in 64 bits; 19 digits need a range check.
+    r"|i(nt|4|8)>([+-]?[0-9]{1,18})</i\3>"
+    r"|i(nt|4|8)>([+-]?[0-9]{19})</i\5>"
+    r"|boolean>([01])</boolean>"
+    r"|double>(" + _NUMBER + r")</double>"
+    # The canonical dateTime, fields range-checked: datetime.fromisoformat reads it exactly as
+    # parse_datetime does (tests/test_codec_xmlrpc_fastpath.py), and much faster.
+    r"|dateTime\.iso8601>([0-9]{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{6})?Z?)</dateTime\.iso8601>"
+    r"|dateTime\.iso8601>([0-9T:.,Z+-]{1,64})</dateTime\.iso8601>"
+    r"|base64>([A-Za-z0-9+/= \t\n]*)</base64>"
+    r"|nil/>()"
+    r")" + _S + r"|(" + _TEXT + r"))</value>"
+)
+# Group numbers, shared by every item pattern (each has exactly one group before <value>).
+_KEY = 1
+_STRING = 2
+_INT = 4  # group 3 is the tag, for the back-reference that checks the end tag
+_LONG_INT = 6  # group 5 likewise
+_BOOLEAN = 7
+_DOUBLE_TEXT = 8
+_ISO_DATETIME = 9
+_DATETIME = 10
+_BASE64 = 11
+_NIL = 12
+_UNTYPED = 13
+_STRUCT = 14  # the kinds from here on are not scalars
+_ARRAY = 15
+# The end of a struct or array, and what ends with it: its <member> or <param>, or nothing
+# (an array element, a fault). The end of <params> is group 16 of the params patterns.
+_END_MEMBER = 16
+_END_PARAM = 17
+_END = 18
+_END_PARAMS = 16
+
+
+class _Scanner(Protocol):
+    def match(self) -> re.Match[str] | None: ...
+
+
+_Scan = Callable[[str, int], _Scanner]
+
+
+def _item_scanner(head: str, suffix: str, end: str, groups: int) -> _Scan:
+    """The items of a container: ``head`` (one group; it and ``end`` come after a "<") then
+    ``value>`` then ``suffix``, the start of a nested struct or array, or the container's
+    ``end``.
+
+    Returns ``pattern.scanner``: ``scanner(text, pos).match()`` matches at ``pos``, then each
+    time at the end of the previous match (what :class:`re.Scanner` is built on), which saves
+    passing positions around in the loop over items.
+    """
+    pattern = re.compile(
+        r"<(?:" + head + r"value>(?:" + _SCALAR + suffix
+        + r"|" + _S + r"<struct>" + _S + r"()"
+        + r"|" + _S + r"<array>" + _S + r"<data>" + _S + r"())"
+        + r"|" + end + r")"
+    )
+    if pattern.groups != groups:  # pragma: no cover - a broken edit of the patterns above
+        raise AssertionError("fast decoder patterns are numbered wrongly")
+    scanner: _Scan = pattern.scanner  # type: ignore[attr-defined]
+    return scanner
+
+
+# What may follow the end of a nested container, in group order _END_MEMBER, _END_PARAM, _END.
+_CONTAINER_END = r"(?:</member>" + _S + r"()|</param>" + _S + r"()|())"
+_STRUCT_ITEMS = _item_scanner(
+    r"member>" + _S + r"<name>(" + _TEXT + r")</name>" + _S + r"<",
+    _S + r"</member>" + _S,
+    r"/struct>" + _S + r"</value>" + _S + _CONTAINER_END,
+    _END,
+)
+_ARRAY_ITEMS = _item_scanner(
+    r"()", _S, r"/data>" + _S + r"</array>" + _S + r"</value>" + _S + _CONTAINER_END, _END
+)
+_CALL_PARAMS = _item_scanner(
+    r"param>" + _S + r"()<",
+    _S + r"</param>" + _S,
+    r"/params>" + _S + r"</methodCall>" + _S + r"\Z()",
+    _END_PARAMS,
+)
+_RESPONSE_PARAMS = _item_scanner(
+    r"param>" + _S + r"()<",
+    _S + r"</param>" + _S,
+    r"/params>" + _S + r"</methodResponse>" + _S + r"\Z()",
+    _END_PARAMS,
+)
+
+# No declaration, or version 1.0 with, at most, encoding UTF-8 (the text is decoded as UTF-8).
+_PROLOG = (
+    r"(?:<\?xml[ \t\n]+version[ \t\n]*=[ \t\n]*(?:\"1\.0\"|'1\.0')"
+    r"(?:[ \t\n]+encoding[ \t\n]*=[ \t\n]*(?:\"(?i:utf-8)\"|'(?i:utf-8)'))?"
+    r"[ \t\n]*\?>)?" + _S
+)
+# The envelopes. A first parameter that is a struct (the usual call, and the usual reply) is
+# opened by the head pattern itself, which saves a match.
+_FIRST_STRUCT = r"<param>" + _S + r"<value>" + _S + r"<struct>" + _S + r"()"
+_CALL_HEAD = re.compile(
+    _PROLOG + r"<methodCall>" + _S + r"<methodName>" + _S + r"([A-Za-z0-9_.:/]{1,256})" + _S
+    + r"</methodName>" + _S
+    + r"(?:<params>" + _S + r"(?:" + _FIRST_STRUCT + r"|())|</methodCall>" + _S + r"\Z())"
+).match
+_CALL_HEAD_STRUCT = 2  # then the generic <params> (3) and no <params> at all (4)
+_CALL_END = re.compile(r"</params>" + _S + r"</methodCall>" + _S + r"\Z").match
+_RESPONSE_HEAD = re.compile(
+    _PROLOG + r"<methodResponse>" + _S + r"(?:<params>" + _S + r"(?:" + _FIRST_STRUCT + r"|())"
+    + r"|<fault>" + _S + r"<value>" + _S + r"<struct>" + _S + r"())"
+).match
+_RESPONSE_HEAD_STRUCT = 1  # then the generic <params> (2) and <fault> (3)
+_RESPONSE_HEAD_FAULT = 3
+_RESPONSE_END = re.compile(r"</params>" + _S + r"</methodResponse>" + _S + r"\Z").match
+_FAULT_END = re.compile(r"</fault>" + _S + r"</methodResponse>" + _S + r"\Z").match
+
+# What may follow an "&" in character data: exactly what XML 1.0 allows without a DTD.
+_REFERENCE = re.compile(r"(?:(amp|lt|gt|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));").match
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+class _GiveUp(Exception):
+    """Raised inside the fast decoder: the document is outside its subset, or not valid."""
+
+
+def _unescape(text: str) -> str:
+    """``text`` with its entity and character references replaced, as the parser does.
+
+    Raises :class:`_GiveUp` for an "&" that does not start a reference, and for a reference to
+    a character XML 1.0 does not allow (``&#0;``, ``&#xFFFE;``, a surrogate …): the parser
+    refuses those documents.
+    """
+    parts = text.split("&")
+    out = [parts[0]]
+    for part in parts[1:]:
+        reference = _REFERENCE(part)
+        if reference is None:
+            raise _GiveUp
+        name, decimal, hexadecimal = reference.groups()
+        if name is not None:
+            out.append(_ENTITIES[name])
+        else:
+            code = int(decimal) if decimal is not None else int(hexadecimal, 16)
+            if code > 0x10FFFF:
+                raise _GiveUp
+            char = chr(code)
+            if INVALID_XML_CHAR.match(char) is not None:
+                raise _GiveUp
+            out.append(char)
+        out.append(part[reference.end() :])
+    return "".join(out)
+
+
+def _maybe_escaped(text: str) -> str:
+    return _unescape(text) if "&" in text else text
+
+
+def _long_int(text: str) -> int:
+    number = int(text)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise _GiveUp
+    return number
+
+
+def _finite_double(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # e.g. 1e999
+        raise _GiveUp
+    return number
+
+
+def _unreachable(text: str) -> Value:  # pragma: no cover - no scalar kind has this group
+    raise _GiveUp
+
+
+# How each scalar kind's text becomes its value, indexed by kind. A ValueError (DecodeError
+# and binascii.Error included) means "not valid": the tree path then says why.
+_CONVERT: list[Callable[[str], Value]] = [_unreachable] * _STRUCT
+_CONVERT[_STRING] = _maybe_escaped  # (the readers inline it)
+_CONVERT[_INT] = int
+_CONVERT[_LONG_INT] = _long_int
+_CONVERT[_BOOLEAN] = "1".__eq__
+_CONVERT[_DOUBLE_TEXT] = _finite_double
+_CONVERT[_ISO_DATETIME] = _dt.datetime.fromisoformat
+_CONVERT[_DATETIME] = parse_datetime
+_CONVERT[_BASE64] = _base64_text
+_CONVERT[_NIL] = {}.get  # type: ignore[assignment]  # a C call that returns None
+_CONVERT[_UNTYPED] = _maybe_escaped
+
+_FastCall = Callable[[bytes], CallMessage | None]
+_FastResponse = Callable[[bytes], ReplyMessage | FaultMessage | None]
+_Reader = Callable[[str, int, int], tuple[Value, int, int]]
+_ParamsReader = Callable[[str, int, _Scan], list[Value]]
+
+
+def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
+    """Build the fast decoders for ``limits``: ``call(data)`` and ``response(data)``.
+
+    Each returns the decoded message, or ``None`` when ``data`` is outside the strict subset
+    the patterns read *or is not a valid message* (the tree path then raises the precise error):
+    the fast path never raises for any input. ``data`` has passed the pre-parse checks (size,
+    ``<value`` and markup counts); since every value the fast path reads is a literal
+    ``<value>``, ``max_items`` already holds. Depth is checked here, and so is ``max_string``,
+    but only in documents longer than ``max_string`` characters (no shorter one can hold a
+    longer string). Values come from the same conversions as the tree path's (``int()``,
+    ``float()``, the same base64 and :func:`~clusterrpc.values.parse_datetime`) applied to the
+    same text, except the canonical dateTime, which :meth:`datetime.datetime.fromisoformat`
+    reads alike.
+    """
+    max_depth = limits.max_depth
+    max_string = limits.max_string
+
+    def sized(convert: Callable[[str], Value]) -> Callable[[str], Value]:
+        def checked(text: str) -> Value:
+            value = convert(text)
+            if len(value) > max_string:  # type: ignore[arg-type]
+                raise _GiveUp
+            return value
+
+        return checked
+
+    def readers(check: bool) -> tuple[_Reader, _ParamsReader]:
+        """The struct and params readers, checking string lengths or not."""
+        convert = list(_CONVERT)
+        if check:
+            for kind in (_STRING, _BASE64, _UNTYPED):
+                convert[kind] = sized(convert[kind])
+        struct_items = _STRUCT_ITEMS
+        array_items = _ARRAY_ITEMS
+        unescape = _unescape
+
+        def struct(text: str, pos: int, depth: int) -> tuple[Value, int, int]:
+            """The struct whose members start at ``pos``, at ``depth``: the struct, where it
+            ends, and what ended with it (_END_MEMBER, _END_PARAM or _END)."""
+            if depth >= max_depth:
+                raise _GiveUp
+            result: dict[str, Value] = {}
+            item: Value
+            next_item = struct_items(text, pos).match
+            while True:
+                match = next_item()
+                if match is None:
+                    raise _GiveUp
+                key = match[_KEY]
+                if key is None:  # the end of the struct
+                    return result, match.end(), match.lastindex  # type: ignore[return-value]
+                if "&" in key:
+                    key = unescape(key)
+                if check and len(key) > max_string:
+                    raise _GiveUp
+                kind: int = match.lastindex  # type: ignore[assignment]
+                if kind == _STRING and not check:
+                    item = match[_STRING]
+                    if "&" in item:
+                        item = unescape(item)
+                elif kind < _STRUCT:
+                    item = convert[kind](match[kind])
+                else:
+                    item, pos, ended = (struct if kind == _STRUCT else array)(
+                        text, match.end(), depth + 1
+                    )
+                    if ended != _END_MEMBER:
+                        raise _GiveUp
+                    next_item = struct_items(text, pos).match
+                result[key] = item
+
+        def array(text: str, pos: int, depth: int) -> tuple[Value, int, int]:
+            """The array whose elements start at ``pos``, at ``depth``: as :func:`struct`."""
+            if depth >= max_depth:
+                raise _GiveUp
+            result: list[Value] = []
+            append = result.append
+            item: Value
+            next_item = array_items(text, pos).match
+            while True:
+                match = next_item()
+                if match is None:
+                    raise _GiveUp
+                kind: int = match.lastindex  # type: ignore[assignment]
+                if kind == _STRING and not check:
+                    item = match[_STRING]
+                    if "&" in item:
+                        item = unescape(item)
+                elif kind < _STRUCT:
+                    item = convert[kind](match[kind])
+                elif kind > _ARRAY:  # the end of the array
+                    return result, match.end(), kind
+                else:
+                    item, pos, ended = (struct if kind == _STRUCT else array)(
+                        text, match.end(), depth + 1
+                    )
+                    if ended != _END:
+                        raise _GiveUp
+                    next_item = array_items(text, pos).match
+                append(item)
+
+        def params(text: str, pos: int, items: _Scan) -> list[Value]:
+            """The ``<param>`` values that start at ``pos``, to the end of the document."""
+            result: list[Value] = []
+            item: Value
+            next_item = items(text, pos).match
+            while True:
+                match = next_item()
+                if match is None:
+                    raise _GiveUp
+                kind: int = match.lastindex  # type: ignore[assignment]
+                if kind < _STRUCT:
+                    item = convert[kind](match[kind])
+                elif kind == _END_PARAMS:
+                    return result
+                else:
+                    item, pos, ended = (struct if kind == _STRUCT else array)(
+                        text, match.end(), 0
+                    )
+                    if ended != _END_PARAM:
+                        raise _GiveUp
+                    next_item = items(text, pos).match
+                result.append(item)
+
+        return struct, params
+
+    short_struct, short_params = readers(False)
+    long_struct, long_params = readers(True)
+
+    def call(data: bytes) -> CallMessage | None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        head = _CALL_HEAD(text)
+        if head is None:
+            return None
+        method = head[1]
+        opened = head.lastindex
+        if opened == 4:  # </methodCall> right after the name
+            return CallMessage(method, ())
+        long = len(text) > max_string
+        try:
+            if opened == _CALL_HEAD_STRUCT:
+                first, pos, ended = (long_struct if long else short_struct)(text, head.end(), 0)
+                if ended != _END_PARAM:
+                    return None
+                if _CALL_END(text, pos) is not None:
+                    return CallMessage(method, (first,))
+                values = [first]
+                values += (long_params if long else short_params)(text, pos, _CALL_PARAMS)
+            else:
+                values = (long_params if long else short_params)(text, head.end(), _CALL_PARAMS)
+        except (_GiveUp, ValueError, RecursionError):
+            return None
+        return CallMessage(method, tuple(values))
+
+    def response(data: bytes) -> ReplyMessage | FaultMessage | None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        head = _RESPONSE_HEAD(text)
+        if head is None:
+            return None
+        opened = head.lastindex
+        long = len(text) > max_string
+        try:
+            if opened == _RESPONSE_HEAD_STRUCT:
+                value, pos, ended = (long_struct if long else short_struct)(text, head.end(), 0)
+                if ended != _END_PARAM or _RESPONSE_END(text, pos) is None:
+                    return None
+                return ReplyMessage(value)
+            if opened != _RESPONSE_HEAD_FAULT:
+                values = (long_params if long else short_params)(
+                    text, head.end(), _RESPONSE_PARAMS
+                )
+                return ReplyMessage(values[0]) if len(values) == 1 else None
+            fault, pos, ended = (long_struct if long else short_struct)(text, head.end(), 0)
+        except (_GiveUp, ValueError, RecursionError):
+            return None
+        if ended != _END or _FAULT_END(text, pos) is None:
+            return None
+        code = fault.get("faultCode")  # type: ignore[union-attr]
+        message = fault.get("faultString")  # type: ignore[union-attr]
+        if len(fault) != 2 or type(code) is not int or type(message) is not str:  # type: ignore[arg-type]
+            return None
+        return FaultMessage(code, message)
+
+    return call, response
