@@ -15,10 +15,10 @@ a burst of outside load hits all of them. The ratio is stdlib time / our time: a
 
 A second table times each codec operation alone on the messages a cluster sends most: the
 election-vote call of ``clusterrpc codecs`` (``SAMPLE_VOTE``, nine fields of every scalar type,
-822 bytes of XML-RPC), the same struct as a reply, a three-field reply and a fault. For the
-``xmlrpc`` codec it also times decoding by the tree path alone ("xmlrpc, tree path"): what every
-message cost before the fast path, and what a document outside the fast path's subset (comments,
-CR, other encodings...) still costs.
+822 bytes of XML-RPC), the same struct as a reply, a three-field reply and a fault. For the XML
+codecs (``xmlrpc``, ``compact``) it also times decoding by the tree path alone ("…, tree"): what
+every message cost before their fast paths, and what a document outside a fast path's subset
+(comments, CR, other encodings…) still costs.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from _timing import measure
 
 from clusterrpc.cli.main import SAMPLE_VOTE
 from clusterrpc.codecs import Codec, default_registry
+from clusterrpc.codecs.compact import CompactCodec
 from clusterrpc.codecs.xmlrpc import XmlRpcCodec
 
 PAYLOADS: dict[str, tuple[str, list[Any]]] = {
@@ -93,8 +94,8 @@ def _operations(codec: Codec) -> dict[str, Callable[[], object]]:
     }
 
 
-def _tree_path(codec: XmlRpcCodec) -> dict[str, Callable[[], object]]:
-    """The xmlrpc decoders by the tree path alone (a private switch, for this comparison)."""
+def _tree_path(codec: XmlRpcCodec | CompactCodec) -> dict[str, Callable[[], object]]:
+    """An XML codec's decoders by the tree path alone (a private switch, for this comparison)."""
     call = codec.encode_call("election.vote", [SAMPLE_VOTE])
     vote_reply = codec.encode_reply(SAMPLE_VOTE)
     small_reply = codec.encode_reply(SMALL_REPLY)
@@ -141,8 +142,8 @@ def _operations_table(names: list[str], repeats: int, target: float) -> None:
     for name in names:
         codec = default_registry().create(name)
         columns[name] = _operations(codec)
-        if isinstance(codec, XmlRpcCodec):
-            columns["xmlrpc, tree path"] = _tree_path(codec)
+        if isinstance(codec, XmlRpcCodec | CompactCodec):
+            columns[f"{name}, tree"] = _tree_path(codec)
     columns["stdlib xmlrpc*"] = _stdlib_operations()
     contenders = {
         (column, operation): run
@@ -151,11 +152,11 @@ def _operations_table(names: list[str], repeats: int, target: float) -> None:
     }
     best = measure(contenders, repeats, target)
     operations = list(_operations(default_registry().create(names[0])))
-    print(f"{'operation, us':<26}" + "".join(f"{column:>19}" for column in columns))
+    print(f"{'operation, us':<26}" + "".join(f"{column:>15}" for column in columns))
     for operation in operations:
         cells = [
-            f"{best[column, operation] * 1e6:>19.1f}" if (column, operation) in best
-            else f"{'-':>19}"
+            f"{best[column, operation] * 1e6:>15.1f}" if (column, operation) in best
+            else f"{'-':>15}"
             for column in columns
         ]
         print(f"{operation:<26}" + "".join(cells))

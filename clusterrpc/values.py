@@ -264,24 +264,48 @@ def format_datetime(moment: _dt.datetime) -> str:
     ``YYYYMMDDTHH:MM:SS`` (what every XML-RPC implementation reads), then ``.ffffff`` only when
     there are microseconds, then ``Z`` or ``+HH:MM`` only for aware datetimes. Naive, whole-second
     datetimes are therefore byte-identical to the standard library's output.
+
+    Built on the C ``datetime.isoformat()``, which writes the same fields in the extended form
+    (``YYYY-MM-DD``, offsets ``+HH:MM[:SS]``): the date's two dashes go, and a zero offset is
+    written ``Z``. Offsets with a fraction of a second (which no codec sends) are truncated to
+    whole seconds.
     """
+    tzinfo = moment.tzinfo
+    if tzinfo is None:
+        return _isoformat(moment).replace("-", "", 2)
+    if tzinfo is _UTC:
+        return _isoformat(moment)[:-6].replace("-", "", 2) + "Z"
+    offset = _dt.datetime.utcoffset(moment)
+    if offset is None:
+        return _isoformat(moment).replace("-", "", 2)
+    if offset.microseconds:
+        return _format_datetime_fields(moment, offset)
+    if not offset:
+        return _isoformat(moment)[:-6].replace("-", "", 2) + "Z"
+    return _isoformat(moment).replace("-", "", 2)
+
+
+_isoformat = _dt.datetime.isoformat  # never a subclass's override
+_UTC = _dt.UTC
+
+
+def _format_datetime_fields(moment: _dt.datetime, offset: _dt.timedelta) -> str:
+    """:func:`format_datetime` field by field, for an offset with a fraction of a second."""
     text = (
         f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
         f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
     )
     if moment.microsecond:
         text += f".{moment.microsecond:06d}"
-    offset = moment.utcoffset()
-    if offset is not None:
-        total = int(offset.total_seconds())
-        if total == 0:
-            return text + "Z"
-        sign = "+" if total > 0 else "-"
-        hours, rest = divmod(abs(total), 3600)
-        minutes, seconds = divmod(rest, 60)
-        text += f"{sign}{hours:02d}:{minutes:02d}"
-        if seconds:
-            text += f":{seconds:02d}"
+    total = int(offset.total_seconds())
+    if total == 0:
+        return text + "Z"
+    sign = "+" if total > 0 else "-"
+    hours, rest = divmod(abs(total), 3600)
+    minutes, seconds = divmod(rest, 60)
+    text += f"{sign}{hours:02d}:{minutes:02d}"
+    if seconds:
+        text += f":{seconds:02d}"
     return text
 
 

@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import re
 import xmlrpc.client
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,10 +22,12 @@ from hypothesis import strategies as st
 
 from clusterrpc.cli.main import SAMPLE_VOTE
 from clusterrpc.codecs._safexml import escape_text
-from clusterrpc.codecs.base import CallMessage, FaultMessage, ReplyMessage
+from clusterrpc.codecs.base import FaultMessage, ReplyMessage
 from clusterrpc.codecs.xmlrpc import XmlRpcCodec
-from clusterrpc.errors import DecodeError, EncodeError
+from clusterrpc.errors import EncodeError
 from clusterrpc.values import Limits, format_datetime, parse_datetime
+from tests import fastpath
+from tests.fastpath import Outcome
 from tests.strategies import datetimes, method_names, same, values
 from tests.vectors import codec_cases
 
@@ -34,61 +35,16 @@ CODEC = XmlRpcCodec()
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
 
-Message = CallMessage | ReplyMessage | FaultMessage
 
 
-def _outcome(decode: Callable[[bytes], Message], body: bytes) -> tuple[Any, ...]:
-    try:
-        message = decode(body)
-    except DecodeError as error:
-        return ("error", type(error), str(error), error.fault_code)
-    return ("ok", message)
-
-
-def _same_outcome(left: tuple[Any, ...], right: tuple[Any, ...]) -> bool:
-    if left[0] != right[0]:
-        return False
-    if left[0] == "error":
-        return left == right
-    one, other = left[1], right[1]
-    if type(one) is not type(other):
-        return False
-    if isinstance(one, CallMessage):
-        return one.method == other.method and same(list(one.params), list(other.params))
-    if isinstance(one, ReplyMessage):
-        return same(one.value, other.value)
-    return bool(one == other)
-
-
-def _prechecked(codec: XmlRpcCodec, body: bytes) -> bool:
-    """Whether ``body`` passes the checks that run before either path (size, counts)."""
-    try:
-        codec._prechecked(body)
-    except DecodeError:
-        return False
-    return True
-
-
-def check_call(body: bytes, codec: XmlRpcCodec = CODEC) -> tuple[Any, ...]:
+def check_call(body: bytes, codec: XmlRpcCodec = CODEC) -> Outcome:
     """Assert the codec decodes ``body`` as a call exactly as the tree path does."""
-    fast = codec._fast_call(body) if _prechecked(codec, body) else None
-    reference = _outcome(codec._decode_call_safe, body)
-    if fast is not None:  # the fast path accepted it: the tree path must give the same value
-        assert _same_outcome(("ok", fast), reference), (body, fast, reference)
-    outcome = _outcome(codec.decode_call, body)
-    assert _same_outcome(outcome, reference), (body, outcome, reference)
-    return outcome
+    return fastpath.check_call(codec, body)
 
 
-def check_response(body: bytes, codec: XmlRpcCodec = CODEC) -> tuple[Any, ...]:
+def check_response(body: bytes, codec: XmlRpcCodec = CODEC) -> Outcome:
     """Assert the codec decodes ``body`` as a response exactly as the tree path does."""
-    fast = codec._fast_response(body) if _prechecked(codec, body) else None
-    reference = _outcome(codec._decode_response_safe, body)
-    if fast is not None:
-        assert _same_outcome(("ok", fast), reference), (body, fast, reference)
-    outcome = _outcome(codec.decode_response, body)
-    assert _same_outcome(outcome, reference), (body, outcome, reference)
-    return outcome
+    return fastpath.check_response(codec, body)
 
 
 # -- the encoder's bytes ------------------------------------------------------------------------
@@ -170,6 +126,48 @@ def test_datetimes_are_written_as_format_datetime_writes_them(
     body = CODEC.encode_reply(moment)
     assert f"<dateTime.iso8601>{format_datetime(moment)}<".encode() in body
     assert same(CODEC.decode_response(body).value, parse_datetime(format_datetime(moment)))  # type: ignore[union-attr]
+
+
+def _format_datetime_by_fields(moment: dt.datetime) -> str:
+    """clusterrpc.values.format_datetime as it was written before it used isoformat()."""
+    text = (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    offset = moment.utcoffset()
+    if offset is not None:
+        total = int(offset.total_seconds())
+        if total == 0:
+            return text + "Z"
+        sign = "+" if total > 0 else "-"
+        hours, rest = divmod(abs(total), 3600)
+        minutes, seconds = divmod(rest, 60)
+        text += f"{sign}{hours:02d}:{minutes:02d}"
+        if seconds:
+            text += f":{seconds:02d}"
+    return text
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    moment=datetimes,
+    zone=st.none()
+    | st.just(dt.UTC)
+    | st.just(_Zone(None))
+    | st.integers(-86_399_999_999, 86_399_999_999).map(
+        lambda us: _Zone(dt.timedelta(microseconds=us))
+    )
+    | st.integers(-86_399, 86_399).map(lambda s: dt.timezone(dt.timedelta(seconds=s))),
+)
+@example(moment=dt.datetime(1, 1, 1), zone=_Zone(dt.timedelta(microseconds=-1)))
+@example(moment=dt.datetime(9999, 12, 31, 23, 59, 59, 999_999), zone=dt.UTC)
+def test_format_datetime_writes_what_it_always_wrote(
+    moment: dt.datetime, zone: dt.tzinfo | None
+) -> None:
+    moment = moment.replace(tzinfo=zone)
+    assert format_datetime(moment) == _format_datetime_by_fields(moment)
 
 
 def test_sub_second_offsets_are_still_refused() -> None:
@@ -455,38 +453,10 @@ TAGS = [
     b"int", b"i4", b"i8", b"string", b"boolean", b"double", b"base64", b"dateTime.iso8601",
     b"nil", b"value", b"struct", b"array", b"member", b"name", b"data", b"param", b"ex:i8",
 ]
-_BETWEEN = re.compile(rb"<|(?<=>)")  # before a tag, or after one: never inside
 
 
-@st.composite
-def mutations(draw: st.DrawFn, body: bytes) -> bytes:
-    """``body`` with one to three edits: white space, characters and references between tags
-    or in text, a tag renamed throughout (which keep it valid, or nearly so); snippets of
-    markup, single bytes and deletions (which mostly do not)."""
-    data = bytes(body)
-    for _ in range(draw(st.integers(1, 3))):
-        edges = [m.start() for m in _BETWEEN.finditer(data)] or [0]
-        edge = draw(st.sampled_from(edges))
-        anywhere = draw(st.integers(0, len(data)))
-        action = draw(
-            st.sampled_from(["layout", "text", "text", "rename", "snippet", "byte", "delete"])
-        )
-        if action == "layout":
-            data = data[:edge] + draw(st.sampled_from(LAYOUT)) + data[edge:]
-        elif action == "text":
-            data = data[:edge] + draw(st.sampled_from(TEXT)) + data[edge:]
-        elif action == "rename":
-            old = draw(st.sampled_from(TAGS))
-            new = draw(st.sampled_from(TAGS))
-            for before, after in ((b"<%s>", b"<%s>"), (b"</%s>", b"</%s>"), (b"<%s/>", b"<%s/>")):
-                data = data.replace(before % old, after % new)
-        elif action == "snippet":
-            data = data[:edge] + draw(st.sampled_from(SNIPPETS)) + data[edge:]
-        elif action == "byte":
-            data = data[:anywhere] + bytes([draw(st.integers(0, 255))]) + data[anywhere + 1 :]
-        else:
-            data = data[:anywhere] + data[anywhere + draw(st.integers(1, 12)) :]
-    return data
+def mutations(body: bytes) -> st.SearchStrategy[bytes]:
+    return fastpath.mutations(body, snippets=SNIPPETS, layout=LAYOUT, text=TEXT, tags=TAGS)
 
 
 VALID = [case.body for case in codec_cases("xmlrpc") if not case.kind.startswith("invalid")]

@@ -37,9 +37,16 @@ import defusedxml.ElementTree
 from defusedxml import DefusedXmlException
 
 from clusterrpc.errors import DecodeError, FaultCode, LimitExceededError
-from clusterrpc.values import Limits
+from clusterrpc.values import INVALID_XML_CHAR, Limits
 
-__all__ = ["check_markup", "escape_text", "markup_budget", "parse_checked", "parse_document"]
+__all__ = [
+    "check_markup",
+    "escape_text",
+    "markup_budget",
+    "parse_checked",
+    "parse_document",
+    "unescape_text",
+]
 
 # Encodings expat decodes natively and that are ASCII-compatible, so that our byte-level prolog
 # scan sees what expat sees. Names as in XML 1.0 section 4.3.3 (case-insensitive).
@@ -76,6 +83,42 @@ def escape_text(text: str) -> str:
     if "\r" in text:
         text = text.replace("\r", "&#13;")
     return text
+
+
+# What may follow an "&" in character data or an attribute value: exactly what XML 1.0 allows
+# without a DTD (the five predefined entities and character references).
+_REFERENCE = re.compile(r"(?:(amp|lt|gt|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));").match
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def unescape_text(text: str) -> str:
+    """``text`` (character data or an attribute value, as written) with its references
+    replaced, as an XML parser replaces them.
+
+    Raises :class:`ValueError` for an "&" that does not start one of the five predefined
+    entities or a character reference, and for a reference to a character XML 1.0 does not
+    allow (``&#0;``, ``&#xFFFE;``, a surrogate …): a parser refuses those documents. The fast
+    decoders of the XML codecs use this on the text their patterns captured.
+    """
+    parts = text.split("&")
+    out = [parts[0]]
+    for part in parts[1:]:
+        reference = _REFERENCE(part)
+        if reference is None:
+            raise ValueError("not a reference XML 1.0 allows")
+        name, decimal, hexadecimal = reference.groups()
+        if name is not None:
+            out.append(_ENTITIES[name])
+        else:
+            code = int(decimal) if decimal is not None else int(hexadecimal, 16)
+            if code > 0x10FFFF:
+                raise ValueError("not a character")
+            char = chr(code)
+            if INVALID_XML_CHAR.match(char) is not None:
+                raise ValueError("a character XML 1.0 does not allow")
+            out.append(char)
+        out.append(part[reference.end() :])
+    return "".join(out)
 
 
 def markup_budget(limits: Limits) -> int:

@@ -35,7 +35,13 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 from xml.etree.ElementTree import Element
 
-from clusterrpc.codecs._safexml import check_markup, escape_text, markup_budget, parse_checked
+from clusterrpc.codecs._safexml import (
+    check_markup,
+    escape_text,
+    markup_budget,
+    parse_checked,
+    unescape_text,
+)
 from clusterrpc.codecs.base import (
     CallMessage,
     Codec,
@@ -58,6 +64,7 @@ from clusterrpc.values import (
     Limits,
     Value,
     as_base_type,
+    format_datetime,
     parse_datetime,
 )
 
@@ -227,24 +234,14 @@ def _make_encoder(limits: Limits) -> _EncodeFn:
 
 
 def _format_datetime(moment: _dt.datetime) -> str:
-    """:func:`~clusterrpc.values.format_datetime`, from the C ``isoformat()``.
-
-    ``isoformat()`` writes ``YYYY-MM-DDTHH:MM:SS``, ``.ffffff`` only for microseconds and the
-    offset as ``+HH:MM[:SS]``; the basic form drops the date's two dashes and writes a zero
-    offset as ``Z`` (tests/test_codec_xmlrpc_fastpath.py checks the two agree). Raises
-    :class:`_Unusual` for an offset with a fraction of a second, which cannot be written.
-    """
+    """:func:`~clusterrpc.values.format_datetime`, or :class:`_Unusual` for an offset with a
+    fraction of a second, which the value model does not carry."""
     tzinfo = moment.tzinfo
-    if tzinfo is _UTC:
-        return moment.isoformat()[:-6].replace("-", "", 2) + "Z"
-    if tzinfo is not None:
+    if tzinfo is not None and tzinfo is not _UTC:
         offset = moment.utcoffset()
-        if offset is not None:
-            if offset.microseconds:
-                raise _Unusual
-            if not offset:
-                return moment.isoformat()[:-6].replace("-", "", 2) + "Z"
-    return moment.isoformat().replace("-", "", 2)
+        if offset is not None and offset.microseconds:
+            raise _Unusual
+    return format_datetime(moment)
 
 
 _UTC = _dt.UTC
@@ -647,7 +644,7 @@ _SCALARS: dict[str, Callable[[Element], Value]] = {
 # prefixes; character data has no CR (an XML parser would turn it into LF), no ">" (so never the
 # forbidden "]]>"), no character XML 1.0 forbids, no CDATA section, and "&" only as one of the
 # five predefined entities or a character reference of a character XML allows (checked by
-# _unescape). Anything else makes the fast path give up, and the decoder hands the document to
+# unescape_text). Anything else makes the fast path give up, and the decoder hands the document to
 # the tree parser, which is the reference: the fast path only ever returns what that path returns
 # for the same bytes (tests/test_codec_xmlrpc_fastpath.py checks this differentially).
 #
@@ -779,45 +776,12 @@ _RESPONSE_HEAD_FAULT = 3
 _RESPONSE_END = re.compile(r"</params>" + _S + r"</methodResponse>" + _S + r"\Z").match
 _FAULT_END = re.compile(r"</fault>" + _S + r"</methodResponse>" + _S + r"\Z").match
 
-# What may follow an "&" in character data: exactly what XML 1.0 allows without a DTD.
-_REFERENCE = re.compile(r"(?:(amp|lt|gt|quot|apos)|#([0-9]{1,7})|#x([0-9a-fA-F]{1,6}));").match
-_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
-
-
 class _GiveUp(Exception):
     """Raised inside the fast decoder: the document is outside its subset, or not valid."""
 
 
-def _unescape(text: str) -> str:
-    """``text`` with its entity and character references replaced, as the parser does.
-
-    Raises :class:`_GiveUp` for an "&" that does not start a reference, and for a reference to
-    a character XML 1.0 does not allow (``&#0;``, ``&#xFFFE;``, a surrogate …): the parser
-    refuses those documents.
-    """
-    parts = text.split("&")
-    out = [parts[0]]
-    for part in parts[1:]:
-        reference = _REFERENCE(part)
-        if reference is None:
-            raise _GiveUp
-        name, decimal, hexadecimal = reference.groups()
-        if name is not None:
-            out.append(_ENTITIES[name])
-        else:
-            code = int(decimal) if decimal is not None else int(hexadecimal, 16)
-            if code > 0x10FFFF:
-                raise _GiveUp
-            char = chr(code)
-            if INVALID_XML_CHAR.match(char) is not None:
-                raise _GiveUp
-            out.append(char)
-        out.append(part[reference.end() :])
-    return "".join(out)
-
-
 def _maybe_escaped(text: str) -> str:
-    return _unescape(text) if "&" in text else text
+    return unescape_text(text) if "&" in text else text
 
 
 def _long_int(text: str) -> int:
@@ -892,7 +856,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                 convert[kind] = sized(convert[kind])
         struct_items = _STRUCT_ITEMS
         array_items = _ARRAY_ITEMS
-        unescape = _unescape
+        unescape = unescape_text
 
         def struct(text: str, pos: int, depth: int) -> tuple[Value, int, int]:
             """The struct whose members start at ``pos``, at ``depth``: the struct, where it
