@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 import xmlrpc.client
 from typing import Any
@@ -21,6 +22,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from clusterrpc.cli.main import SAMPLE_VOTE
+from clusterrpc.codecs import _safexml
+from clusterrpc.codecs import xmlrpc as xmlrpc_codec
 from clusterrpc.codecs._safexml import escape_text
 from clusterrpc.codecs.base import FaultMessage, ReplyMessage
 from clusterrpc.codecs.xmlrpc import XmlRpcCodec
@@ -308,6 +311,23 @@ def test_decode_does_not_touch_the_tree_path_for_canonical_documents(
     assert CODEC.decode_response(fault) == FaultMessage(-32601, "method 'election.bogus' not found")
     with pytest.raises(AssertionError, match="tree path"):  # and anything else does use it
         CODEC.decode_call(body.replace(b"<params>", b"<params><!-- -->"))
+
+
+def test_fast_path_works_without_pattern_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pattern.scanner is undocumented; where it is missing, _safexml.scanner stands in."""
+    for name in ("_STRUCT_ITEMS", "_ARRAY_ITEMS", "_CALL_PARAMS", "_RESPONSE_PARAMS"):
+        pattern = getattr(xmlrpc_codec, name).__self__
+        shim = functools.partial(_safexml._PositionScanner, pattern.match)
+        monkeypatch.setattr(xmlrpc_codec, name, shim)
+    codec = XmlRpcCodec()
+    value = {"a": [1, {"b": "x&y"}, []], "c": SAMPLE_VOTE}
+    call = codec._fast_call(codec.encode_call("t.x", [value, 2]))
+    assert call is not None
+    assert same(list(call.params), [value, 2])
+    reply = codec._fast_response(codec.encode_reply(value))
+    assert isinstance(reply, ReplyMessage)
+    assert same(reply.value, value)
+    assert codec._fast_call(codec.encode_call("t.x", [value]).replace(b"</data>", b"<x/>")) is None
 
 
 # -- what the fast path leaves to the tree path --------------------------------------------------

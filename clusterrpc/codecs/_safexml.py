@@ -31,6 +31,8 @@ everything else comes here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Protocol
 from xml.etree.ElementTree import Element, ParseError, XMLParser
 
 import defusedxml.ElementTree
@@ -40,11 +42,13 @@ from clusterrpc.errors import DecodeError, FaultCode, LimitExceededError
 from clusterrpc.values import INVALID_XML_CHAR, Limits
 
 __all__ = [
+    "Scanner",
     "check_markup",
     "escape_text",
     "markup_budget",
     "parse_checked",
     "parse_document",
+    "scanner",
     "unescape_text",
 ]
 
@@ -119,6 +123,41 @@ def unescape_text(text: str) -> str:
             out.append(char)
         out.append(part[reference.end() :])
     return "".join(out)
+
+
+class Scanner(Protocol):
+    """What ``re.Pattern.scanner(text, pos)`` returns: ``match()`` matches at ``pos``, then each
+    time at the end of the previous match, or returns ``None``."""
+
+    def match(self) -> re.Match[str] | None: ...
+
+
+class _PositionScanner:
+    """:class:`Scanner` from ``pattern.match``, for an interpreter without ``Pattern.scanner``."""
+
+    __slots__ = ("_match", "_pos", "_text")
+
+    def __init__(self, match: Callable[[str, int], re.Match[str] | None], text: str, pos: int):
+        self._match = match
+        self._text = text
+        self._pos = pos
+
+    def match(self) -> re.Match[str] | None:
+        found = self._match(self._text, self._pos)
+        if found is not None:
+            self._pos = found.end()
+        return found
+
+
+def scanner(pattern: re.Pattern[str]) -> Callable[[str, int], Scanner]:
+    """``pattern.scanner``: the C loop over consecutive matches that :class:`re.Scanner` is built
+    on (present in every CPython 3, but undocumented), or an equivalent where it is missing. The
+    fast decoders use it so that a loop over items does not pass positions around."""
+    native: Callable[[str, int], Scanner] | None = getattr(pattern, "scanner", None)
+    if native is not None:
+        return native
+    match = pattern.match
+    return lambda text, pos: _PositionScanner(match, text, pos)
 
 
 def markup_budget(limits: Limits) -> int:

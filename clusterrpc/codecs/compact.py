@@ -34,14 +34,16 @@ import datetime as _dt
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar
 from xml.etree.ElementTree import Element
 
 from clusterrpc.codecs._safexml import (
+    Scanner,
     check_markup,
     escape_text,
     markup_budget,
     parse_checked,
+    scanner,
     unescape_text,
 )
 from clusterrpc.codecs.base import (
@@ -673,24 +675,18 @@ _EMPTY_STRUCT = 16
 _END = 17
 
 
-class _Scanner(Protocol):
-    def match(self) -> re.Match[str] | None: ...
-
-
-_Scan = Callable[[str, int], _Scanner]
+_Scan = Callable[[str, int], Scanner]
 
 
 def _item_scanner(head: str, end: str) -> _Scan:
     """Items ``<LI`` + ``head`` (one group) + the rest of an item, or the container's ``end``.
 
-    Returns ``pattern.scanner``: ``scanner(text, pos).match()`` matches at ``pos``, then each
-    time at the end of the previous match.
+    Returns the pattern's :func:`~clusterrpc.codecs._safexml.scanner`.
     """
     pattern = re.compile(r"(?:<LI" + head + _ITEM + r"|" + end + r"())")
     if pattern.groups != _END:  # pragma: no cover - a broken edit of the patterns above
         raise AssertionError("fast decoder patterns are numbered wrongly")
-    scanner: _Scan = pattern.scanner  # type: ignore[attr-defined]
-    return scanner
+    return scanner(pattern)
 
 
 _STRUCT_ITEMS = _item_scanner(r' key="(' + _ATTRIBUTE + r')"', r"</AL>" + _S + r"</LI>" + _S)

@@ -32,14 +32,16 @@ import datetime as _dt
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar
 from xml.etree.ElementTree import Element
 
 from clusterrpc.codecs._safexml import (
+    Scanner,
     check_markup,
     escape_text,
     markup_budget,
     parse_checked,
+    scanner,
     unescape_text,
 )
 from clusterrpc.codecs.base import (
@@ -699,11 +701,7 @@ _END = 18
 _END_PARAMS = 16
 
 
-class _Scanner(Protocol):
-    def match(self) -> re.Match[str] | None: ...
-
-
-_Scan = Callable[[str, int], _Scanner]
+_Scan = Callable[[str, int], Scanner]
 
 
 def _item_scanner(head: str, suffix: str, end: str, groups: int) -> _Scan:
@@ -711,9 +709,7 @@ def _item_scanner(head: str, suffix: str, end: str, groups: int) -> _Scan:
     ``value>`` then ``suffix``, the start of a nested struct or array, or the container's
     ``end``.
 
-    Returns ``pattern.scanner``: ``scanner(text, pos).match()`` matches at ``pos``, then each
-    time at the end of the previous match (what :class:`re.Scanner` is built on), which saves
-    passing positions around in the loop over items.
+    Returns the pattern's :func:`~clusterrpc.codecs._safexml.scanner`.
     """
     pattern = re.compile(
         r"<(?:" + head + r"value>(?:" + _SCALAR + suffix
@@ -723,8 +719,7 @@ def _item_scanner(head: str, suffix: str, end: str, groups: int) -> _Scan:
     )
     if pattern.groups != groups:  # pragma: no cover - a broken edit of the patterns above
         raise AssertionError("fast decoder patterns are numbered wrongly")
-    scanner: _Scan = pattern.scanner  # type: ignore[attr-defined]
-    return scanner
+    return scanner(pattern)
 
 
 # What may follow the end of a nested container, in group order _END_MEMBER, _END_PARAM, _END.
