@@ -405,6 +405,11 @@ class StreamChannel(AsyncChannel):
     first use and remade by the next call after it broke; calls that were in flight when it
     broke fail with :class:`~clusterrpc.errors.ConnectionLostError`. One-way calls are written
     in call order and return once written (waiting while the socket's buffer is full).
+
+    A peer may close an idle connection at any time (a node stopping does). The channel notices
+    when the event loop delivers the close; a call made in the instant before that is written to
+    the closing connection and fails with ``ConnectionLostError`` (it did not run), and the
+    next call connects again.
     """
 
     def __init__(self, address: Address, messenger: Messenger, *,
