@@ -18,14 +18,14 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from clusterrpc.envelope import DEFAULT_MAX_PACKET
 from clusterrpc.errors import ConfigurationError
 from clusterrpc.keyring import Keyring
 from clusterrpc.node import check_timeout
 from clusterrpc.rpc.gather import GroupReplies
-from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
+from clusterrpc.rpc.proxy import DEFAULT, ProxyRoot
 from clusterrpc.transports.addresses import parse_address
 from clusterrpc.transports.base import BlockingChannel
 from clusterrpc.transports.datagrams import BlockingDatagramChannel
@@ -52,7 +52,27 @@ def _client_name(keyring: Keyring | None) -> str:
     return f"client.{host}.{os.getpid()}.{secrets.token_hex(3)}"
 
 
-class Client:
+class _BlockingRoot(ProxyRoot):
+    """What the blocking clients share: attribute calls, ``close`` and ``with``."""
+
+    __slots__ = ("timeout", "url")
+
+    def close(self) -> None:
+        """Close the socket; later calls raise
+        :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<clusterrpc.{type(self).__name__} {self.url}>"
+
+
+class Client(_BlockingRoot):
     """A blocking client of one endpoint (build it with :func:`connect`).
 
     ``client.svc.method(*args, timeout=…)`` returns the method's value;
@@ -63,12 +83,13 @@ class Client:
     calls from several threads take turns. Close it (or use ``with``) to release the socket.
     """
 
+    __slots__ = ("_channel",)
+
     def __init__(self, channel: BlockingChannel, *, timeout: float | None) -> None:
+        super().__init__(self._invoke)
         self._channel = channel
         self.timeout = timeout
         self.url = channel.url
-        self.oneway = MethodProxy(self._invoke, "", oneway=True)
-        """The one-way proxy: ``client.oneway.svc.method(…)``."""
 
     def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool
                 ) -> Value:
@@ -80,24 +101,10 @@ class Client:
         """Call ``method`` by its full name (see the class docstring)."""
         return self._invoke(method, params, timeout, oneway)
 
-    def __getattr__(self, attribute: str) -> MethodProxy:
-        if attribute.startswith("_"):
-            raise AttributeError(attribute)
-        return MethodProxy(self._invoke, attribute, oneway=False)
-
     def close(self) -> None:
         """Close the connection; later calls raise
         :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
         self._channel.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<clusterrpc.Client {self.url}>"
 
 
 def connect(
@@ -166,7 +173,7 @@ def connect(
     return Client(channel, timeout=timeout)
 
 
-class GroupClient:
+class GroupClient(_BlockingRoot):
     """A blocking client of a whole group (build it with :func:`connect_group`).
 
     ``group.svc.method(*args, timeout=…, quorum=…)`` sends one datagram (one per member for a
@@ -178,12 +185,13 @@ class GroupClient:
     turns). Close it (or use ``with``) to release the socket.
     """
 
+    __slots__ = ("_sender",)
+
     def __init__(self, sender: BlockingGroupSender, *, timeout: float | None) -> None:
+        super().__init__(self._invoke)
         self._sender = sender
         self.timeout = timeout
         self.url = sender.url
-        self.oneway = MethodProxy(self._invoke, "", oneway=True)
-        """The one-way proxy: ``group.oneway.svc.method(…)``."""
 
     def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool, *,
                 quorum: int | None = None) -> GroupReplies | None:
@@ -196,24 +204,10 @@ class GroupClient:
         ``None`` for a one-way call."""
         return self._invoke(method, params, timeout, oneway, quorum=quorum)
 
-    def __getattr__(self, attribute: str) -> MethodProxy:
-        if attribute.startswith("_"):
-            raise AttributeError(attribute)
-        return MethodProxy(self._invoke, attribute, oneway=False)
-
     def close(self) -> None:
         """Close the socket; later calls raise
         :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
         self._sender.close()
-
-    def __enter__(self) -> GroupClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<clusterrpc.GroupClient {self.url}>"
 
 
 def connect_group(

@@ -32,7 +32,7 @@ from clusterrpc.errors import ConfigurationError, ConnectionClosedError
 from clusterrpc.keyring import Keyring
 from clusterrpc.packet import MULTICAST, Header
 from clusterrpc.rpc.gather import GroupReplies
-from clusterrpc.rpc.proxy import DEFAULT, MethodProxy
+from clusterrpc.rpc.proxy import DEFAULT, ProxyRoot
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel
@@ -65,7 +65,7 @@ def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
     return float(timeout)
 
 
-class Peer:
+class Peer(ProxyRoot):
     """Calls to one remote endpoint from a :class:`Node` (``node.peer(url)``).
 
     ``await peer.svc.method(*args, timeout=…)`` calls ``svc.method`` and returns its value;
@@ -76,14 +76,13 @@ class Peer:
     :mod:`clusterrpc.transports.base`.
     """
 
-    __slots__ = ("_channel", "_timeout", "oneway", "url")
+    __slots__ = ("_channel", "_timeout", "url")
 
     def __init__(self, channel: AsyncChannel, *, timeout: float | None) -> None:
+        super().__init__(self._invoke)
         self._channel = channel
         self._timeout = timeout
         self.url = channel.url
-        self.oneway = MethodProxy(self._invoke, "", oneway=True)
-        """The one-way proxy: ``await peer.oneway.svc.method(…)``."""
 
     def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool
                 ) -> Any:
@@ -95,11 +94,6 @@ class Peer:
         """Call ``method`` by its full name (see the class docstring)."""
         result: Value = await self._invoke(method, params, timeout, oneway)
         return result
-
-    def __getattr__(self, attribute: str) -> MethodProxy:
-        if attribute.startswith("_"):
-            raise AttributeError(attribute)
-        return MethodProxy(self._invoke, attribute, oneway=False)
 
     def __repr__(self) -> str:
         return f"<Peer {self.url}>"
@@ -123,7 +117,7 @@ class Group:
     join: bool = True
 
 
-class GroupPeer:
+class GroupPeer(ProxyRoot):
     """Calls to every member of a group at once (``node.group(name)``).
 
     ``await group.svc.method(*args, timeout=…, quorum=…, include_self=True)`` sends one
@@ -137,12 +131,12 @@ class GroupPeer:
     :class:`~clusterrpc.errors.ConnectionClosedError` unless the node is started.
     """
 
-    __slots__ = ("_name", "_node", "oneway")
+    __slots__ = ("_name", "_node")
 
     def __init__(self, node: Node, name: str) -> None:
+        super().__init__(self._invoke)
         self._node = node
         self._name = name
-        self.oneway = MethodProxy(self._invoke, "", oneway=True)
 
     def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool, *,
                 quorum: int | None = None, include_self: bool = True) -> Any:
@@ -155,11 +149,6 @@ class GroupPeer:
         result: GroupReplies = await self._invoke(method, params, timeout, False,
                                                   quorum=quorum, include_self=include_self)
         return result
-
-    def __getattr__(self, attribute: str) -> MethodProxy:
-        if attribute.startswith("_"):
-            raise AttributeError(attribute)
-        return MethodProxy(self._invoke, attribute, oneway=False)
 
     def __repr__(self) -> str:
         return f"<GroupPeer {self._name}>"

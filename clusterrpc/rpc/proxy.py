@@ -14,7 +14,7 @@ from typing import Any
 
 from clusterrpc.errors import ConfigurationError
 
-__all__ = ["DEFAULT", "Invoke", "MethodProxy"]
+__all__ = ["DEFAULT", "Invoke", "MethodProxy", "ProxyRoot"]
 
 
 class _Default:
@@ -66,3 +66,21 @@ class MethodProxy:
     def __repr__(self) -> str:
         kind = "one-way " if self._oneway else ""
         return f"<{kind}remote method {self._name or '(none yet)'}>"
+
+
+class ProxyRoot:
+    """Base of the client objects whose attributes name remote methods (``Peer``, ``Client``
+    and their group forms): ``root.svc.method(…)`` and ``root.oneway.svc.method(…)`` build a
+    :class:`MethodProxy` over the ``invoke`` function the subclass passes in."""
+
+    __slots__ = ("_invoker", "oneway")
+
+    def __init__(self, invoke: Invoke) -> None:
+        self._invoker = invoke
+        self.oneway = MethodProxy(invoke, "", oneway=True)
+        """The one-way proxy: ``root.oneway.svc.method(…)``."""
+
+    def __getattr__(self, attribute: str) -> MethodProxy:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return MethodProxy(self._invoker, attribute, oneway=False)

@@ -37,7 +37,7 @@ from clusterrpc.rpc.context import CallContext
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
-__all__ = ["CallServer", "Messenger", "PendingCalls", "new_epoch"]
+__all__ = ["CallServer", "DeadlineTimer", "Messenger", "PendingCalls", "new_epoch"]
 
 log = logging.getLogger("clusterrpc.transport")
 
@@ -288,6 +288,49 @@ class CallServer:
 
 
 
+class DeadlineTimer:
+    """One event-loop timer at the earliest deadline of a tracker (a
+    :class:`~clusterrpc.rpc.CallTracker` or a gathering): when it fires, ``expire(now)`` ends
+    what is due, and the timer moves to the next deadline.
+
+    The timer is never moved *later* when calls finish early: it fires, expires nothing and
+    re-arms, which is cheaper than rescheduling a timer for every call. Call :meth:`arm` after
+    anything that may have added an earlier deadline. One event loop.
+    """
+
+    __slots__ = ("_expire", "_handle", "_next_deadline", "_when")
+
+    def __init__(self, next_deadline: Callable[[], float | None],
+                 expire: Callable[[float], None]) -> None:
+        self._next_deadline = next_deadline
+        self._expire = expire
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = float("inf")
+
+    def arm(self) -> None:
+        """Make sure the timer fires by the tracker's earliest deadline."""
+        deadline = self._next_deadline()
+        if deadline is None or deadline >= self._when:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = deadline
+        self._handle = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def cancel(self) -> None:
+        """Stop the timer (the tracker is being closed)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._when = float("inf")
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._when = float("inf")
+        self._expire(asyncio.get_running_loop().time())
+        self.arm()
+
+
 class PendingCalls:
     """The calls one client endpoint waits for, with their futures and one deadline timer:
     the asyncio side of a :class:`~clusterrpc.rpc.CallTracker`, shared by the stream and
@@ -298,8 +341,7 @@ class PendingCalls:
         self._waiters: dict[int, asyncio.Future[Value]] = {}
         self._slot_freed: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = float("inf")
+        self._timer = DeadlineTimer(self.tracker.next_deadline, self._expire)
 
     async def wait_for_slot(self) -> None:
         """Return once a normal call may start (``max_in_flight`` not reached). The caller
@@ -323,7 +365,7 @@ class PendingCalls:
         awaiting task cancels the call (a late answer is then dropped)."""
         waiter: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
         self._waiters[call_id] = waiter
-        self._arm_timer()
+        self._timer.arm()
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -350,9 +392,7 @@ class PendingCalls:
 
     def close(self, error: ClusterRPCError) -> None:
         """:meth:`fail_all` and stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         self.fail_all(error)
 
     def _settle(self, outcome: CallOutcome | None, error: ClusterRPCError | None = None
@@ -378,21 +418,6 @@ class PendingCalls:
             self._idle.clear()
             await self._idle.wait()
 
-    def _expire(self) -> None:
-        self._timer = None
-        self._timer_when = float("inf")
-        for outcome in self.tracker.expire(asyncio.get_running_loop().time()):
+    def _expire(self, now: float) -> None:
+        for outcome in self.tracker.expire(now):
             self._settle(outcome)
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        # One timer at the earliest deadline. It is not moved later when calls finish early:
-        # it fires, expires nothing and re-arms, which is cheaper than rescheduling a timer
-        # for every call.
-        deadline = self.tracker.next_deadline()
-        if deadline is None or deadline >= self._timer_when:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_when = deadline
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)

@@ -37,7 +37,7 @@ from clusterrpc.packet import CALL, Header
 from clusterrpc.rpc.gather import GatherTracker, GroupReplies
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.datagrams import MAX_DATAGRAM, DatagramEndpoint, SockAddr
-from clusterrpc.transports.engine import CallServer, Messenger
+from clusterrpc.transports.engine import CallServer, DeadlineTimer, Messenger
 from clusterrpc.transports.streams import describe_os_error
 from clusterrpc.values import Value
 
@@ -112,8 +112,7 @@ class GatherCalls:
     def __init__(self, *, max_in_flight: int = 64, first_call_id: int = 1) -> None:
         self.tracker = GatherTracker(max_in_flight=max_in_flight, first_call_id=first_call_id)
         self._waiters: dict[int, asyncio.Future[GroupReplies]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = float("inf")
+        self._timer = DeadlineTimer(self.tracker.next_deadline, self._expire)
 
     def start(self, method: str, *, timeout: float, expected: Collection[str] | None,
               quorum: int | None) -> tuple[int, asyncio.Future[GroupReplies]]:
@@ -122,7 +121,7 @@ class GatherCalls:
                                      expected=expected, quorum=quorum)
         waiter: asyncio.Future[GroupReplies] = loop.create_future()
         self._waiters[call_id] = waiter
-        self._arm_timer()
+        self._timer.arm()
         return call_id, waiter
 
     def answer(self, call_id: int, sender: str, message: ReplyMessage | FaultMessage) -> None:
@@ -136,9 +135,7 @@ class GatherCalls:
         self._waiters.pop(call_id, None)
 
     def close(self, error: Exception) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for call_id, waiter in list(self._waiters.items()):
             self.tracker.cancel(call_id)
             if not waiter.done():
@@ -150,21 +147,9 @@ class GatherCalls:
         if waiter is not None and not waiter.done():
             waiter.set_result(result)
 
-    def _expire(self) -> None:
-        self._timer = None
-        self._timer_when = float("inf")
-        for call_id, result in self.tracker.expire(asyncio.get_running_loop().time()):
+    def _expire(self, now: float) -> None:
+        for call_id, result in self.tracker.expire(now):
             self._settle(call_id, result)
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        deadline = self.tracker.next_deadline()
-        if deadline is None or deadline >= self._timer_when:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_when = deadline
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
 
 
 class GroupSender(DatagramEndpoint):
