@@ -30,6 +30,7 @@ everything else comes here.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Protocol
@@ -39,17 +40,22 @@ import defusedxml.ElementTree
 from defusedxml import DefusedXmlException
 
 from clusterrpc.errors import DecodeError, FaultCode, LimitExceededError
-from clusterrpc.values import INVALID_XML_CHAR, Limits
+from clusterrpc.values import INT64_MAX, INT64_MIN, INVALID_XML_CHAR, Limits, Value
 
 __all__ = [
+    "GiveUp",
     "Scanner",
     "check_markup",
     "escape_text",
+    "finite_float",
+    "long_int",
     "markup_budget",
+    "maybe_escaped",
     "parse_checked",
     "parse_document",
     "scanner",
     "unescape_text",
+    "unreachable",
 ]
 
 # Encodings expat decodes natively and that are ASCII-compatible, so that our byte-level prolog
@@ -123,6 +129,40 @@ def unescape_text(text: str) -> str:
             out.append(char)
         out.append(part[reference.end() :])
     return "".join(out)
+
+
+# -- the fast paths' shared pieces (both XML codecs) --------------------------------------------
+
+
+class GiveUp(Exception):
+    """Raised inside a codec's fast decoder: the document is outside its subset, or not valid;
+    the reference (tree) path then decodes it or says why not."""
+
+
+def maybe_escaped(text: str) -> str:
+    """Character data as it stands, or unescaped if it holds a reference."""
+    return unescape_text(text) if "&" in text else text
+
+
+def long_int(text: str) -> int:
+    """A 64-bit integer's text (already matched as digits); :class:`GiveUp` beyond 64 bits."""
+    number = int(text)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise GiveUp
+    return number
+
+
+def finite_float(text: str) -> float:
+    """A float's text; :class:`GiveUp` for one that overflows (``1e999``)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise GiveUp
+    return number
+
+
+def unreachable(text: str) -> Value:  # pragma: no cover - no scalar kind has this group
+    """The converter of kinds that are not scalars: never called."""
+    raise GiveUp
 
 
 class Scanner(Protocol):

@@ -38,13 +38,18 @@ from typing import ClassVar
 from xml.etree.ElementTree import Element
 
 from clusterrpc.codecs._safexml import (
+    GiveUp,
     Scanner,
     check_markup,
     escape_text,
+    finite_float,
+    long_int,
     markup_budget,
+    maybe_escaped,
     parse_checked,
     scanner,
     unescape_text,
+    unreachable,
 )
 from clusterrpc.codecs.base import (
     CallMessage,
@@ -705,41 +710,15 @@ _RESPONSE_CODE = 2
 _RESPONSE_MESSAGE = 4
 
 
-class _GiveUp(Exception):
-    """Raised inside the fast decoder: the document is outside its subset, or not valid."""
-
-
-def _maybe_escaped(text: str) -> str:
-    return unescape_text(text) if "&" in text else text
-
-
-def _long_int(text: str) -> int:
-    number = int(text)
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise _GiveUp
-    return number
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):  # e.g. 1e999
-        raise _GiveUp
-    return number
-
-
-def _unreachable(text: str) -> Value:  # pragma: no cover - no scalar kind has this group
-    raise _GiveUp
-
-
 # How each scalar kind's text becomes its value, indexed by kind: the tree path's conversions
 # (_base64, _datetime) or their equivalents on text the pattern already checked. A ValueError
 # (DecodeError and binascii.Error included) means "not valid": the tree path then says why.
-_CONVERT: list[Callable[[str], Value]] = [_unreachable] * _LIST
-_CONVERT[_STRING] = _maybe_escaped  # (the readers inline it)
+_CONVERT: list[Callable[[str], Value]] = [unreachable] * _LIST
+_CONVERT[_STRING] = maybe_escaped  # (the readers inline it)
 _CONVERT[_EMPTY_STRING] = str
 _CONVERT[_INT] = int
-_CONVERT[_LONG_INT] = _long_int
-_CONVERT[_FLOAT_TEXT] = _finite_float
+_CONVERT[_LONG_INT] = long_int
+_CONVERT[_FLOAT_TEXT] = finite_float
 _CONVERT[_BOOLEAN] = "1".__eq__
 _CONVERT[_NULL] = {}.get  # type: ignore[assignment]  # a C call that returns None
 _CONVERT[_BYTES] = _base64
@@ -770,7 +749,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
         def checked(text: str) -> Value:
             value = convert(text)
             if len(value) > max_string:  # type: ignore[arg-type]
-                raise _GiveUp
+                raise GiveUp
             return value
 
         return checked
@@ -778,7 +757,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
     def empty(kind: int, depth: int) -> Value:
         """An empty list or struct (``<L/>``, ``<AL/>``) at ``depth``: a container all the same."""
         if depth >= max_depth:
-            raise _GiveUp
+            raise GiveUp
         return [] if kind == _EMPTY_LIST else {}
 
     def readers(check: bool) -> tuple[_Reader, _ItemsReader]:
@@ -794,21 +773,21 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
         def struct(text: str, pos: int, depth: int) -> tuple[Value, int]:
             """The struct whose items start at ``pos``, at ``depth``, and where it ends."""
             if depth >= max_depth:
-                raise _GiveUp
+                raise GiveUp
             result: dict[str, Value] = {}
             item: Value
             next_item = struct_items(text, pos).match
             while True:
                 match = next_item()
                 if match is None:
-                    raise _GiveUp
+                    raise GiveUp
                 key = match[_KEY]
                 if key is None:  # the end of the struct
                     return result, match.end()
                 if "&" in key:
                     key = unescape(key)
                 if key in result or (check and len(key) > max_string):
-                    raise _GiveUp  # a duplicate key: the tree path refuses it
+                    raise GiveUp  # a duplicate key: the tree path refuses it
                 kind: int = match.lastindex  # type: ignore[assignment]
                 if kind == _STRING and not check:
                     item = match[_STRING]
@@ -828,7 +807,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
         def lists(text: str, pos: int, depth: int) -> tuple[Value, int]:
             """The list whose items start at ``pos``, at ``depth``, and where it ends."""
             if depth >= max_depth:
-                raise _GiveUp
+                raise GiveUp
             result: list[Value] = []
             append = result.append
             item: Value
@@ -836,7 +815,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
             while True:
                 match = next_item()
                 if match is None:
-                    raise _GiveUp
+                    raise GiveUp
                 kind: int = match.lastindex  # type: ignore[assignment]
                 if kind == _STRING and not check:
                     item = match[_STRING]
@@ -863,7 +842,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
             while True:
                 match = next_item()
                 if match is None:
-                    raise _GiveUp
+                    raise GiveUp
                 kind: int = match.lastindex  # type: ignore[assignment]
                 if kind < _LIST:
                     item = convert[kind](match[kind])
@@ -895,7 +874,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
             values = (long_items if len(text) > max_string else short_items)(
                 text, head.end(), _CALL_ITEMS
             )
-        except (_GiveUp, ValueError, RecursionError):
+        except (GiveUp, ValueError, RecursionError):
             return None
         return CallMessage(head[1], tuple(values))
 
@@ -912,7 +891,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                 values = (long_items if len(text) > max_string else short_items)(
                     text, head.end(), _REPLY_ITEMS
                 )
-            except (_GiveUp, ValueError, RecursionError):
+            except (GiveUp, ValueError, RecursionError):
                 return None
             return ReplyMessage(values[0]) if len(values) == 1 else None
         code = int(head[_RESPONSE_CODE])

@@ -36,13 +36,18 @@ from typing import ClassVar
 from xml.etree.ElementTree import Element
 
 from clusterrpc.codecs._safexml import (
+    GiveUp,
     Scanner,
     check_markup,
     escape_text,
+    finite_float,
+    long_int,
     markup_budget,
+    maybe_escaped,
     parse_checked,
     scanner,
     unescape_text,
+    unreachable,
 )
 from clusterrpc.codecs.base import (
     CallMessage,
@@ -771,45 +776,19 @@ _RESPONSE_HEAD_FAULT = 3
 _RESPONSE_END = re.compile(r"</params>" + _S + r"</methodResponse>" + _S + r"\Z").match
 _FAULT_END = re.compile(r"</fault>" + _S + r"</methodResponse>" + _S + r"\Z").match
 
-class _GiveUp(Exception):
-    """Raised inside the fast decoder: the document is outside its subset, or not valid."""
-
-
-def _maybe_escaped(text: str) -> str:
-    return unescape_text(text) if "&" in text else text
-
-
-def _long_int(text: str) -> int:
-    number = int(text)
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise _GiveUp
-    return number
-
-
-def _finite_double(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):  # e.g. 1e999
-        raise _GiveUp
-    return number
-
-
-def _unreachable(text: str) -> Value:  # pragma: no cover - no scalar kind has this group
-    raise _GiveUp
-
-
 # How each scalar kind's text becomes its value, indexed by kind. A ValueError (DecodeError
 # and binascii.Error included) means "not valid": the tree path then says why.
-_CONVERT: list[Callable[[str], Value]] = [_unreachable] * _STRUCT
-_CONVERT[_STRING] = _maybe_escaped  # (the readers inline it)
+_CONVERT: list[Callable[[str], Value]] = [unreachable] * _STRUCT
+_CONVERT[_STRING] = maybe_escaped  # (the readers inline it)
 _CONVERT[_INT] = int
-_CONVERT[_LONG_INT] = _long_int
+_CONVERT[_LONG_INT] = long_int
 _CONVERT[_BOOLEAN] = "1".__eq__
-_CONVERT[_DOUBLE_TEXT] = _finite_double
+_CONVERT[_DOUBLE_TEXT] = finite_float
 _CONVERT[_ISO_DATETIME] = _dt.datetime.fromisoformat
 _CONVERT[_DATETIME] = parse_datetime
 _CONVERT[_BASE64] = _base64_text
 _CONVERT[_NIL] = {}.get  # type: ignore[assignment]  # a C call that returns None
-_CONVERT[_UNTYPED] = _maybe_escaped
+_CONVERT[_UNTYPED] = maybe_escaped
 
 _FastCall = Callable[[bytes], CallMessage | None]
 _FastResponse = Callable[[bytes], ReplyMessage | FaultMessage | None]
@@ -838,7 +817,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
         def checked(text: str) -> Value:
             value = convert(text)
             if len(value) > max_string:  # type: ignore[arg-type]
-                raise _GiveUp
+                raise GiveUp
             return value
 
         return checked
@@ -857,21 +836,21 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
             """The struct whose members start at ``pos``, at ``depth``: the struct, where it
             ends, and what ended with it (_END_MEMBER, _END_PARAM or _END)."""
             if depth >= max_depth:
-                raise _GiveUp
+                raise GiveUp
             result: dict[str, Value] = {}
             item: Value
             next_item = struct_items(text, pos).match
             while True:
                 match = next_item()
                 if match is None:
-                    raise _GiveUp
+                    raise GiveUp
                 key = match[_KEY]
                 if key is None:  # the end of the struct
                     return result, match.end(), match.lastindex  # type: ignore[return-value]
                 if "&" in key:
                     key = unescape(key)
                 if check and len(key) > max_string:
-                    raise _GiveUp
+                    raise GiveUp
                 kind: int = match.lastindex  # type: ignore[assignment]
                 if kind == _STRING and not check:
                     item = match[_STRING]
@@ -884,14 +863,14 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                         text, match.end(), depth + 1
                     )
                     if ended != _END_MEMBER:
-                        raise _GiveUp
+                        raise GiveUp
                     next_item = struct_items(text, pos).match
                 result[key] = item
 
         def array(text: str, pos: int, depth: int) -> tuple[Value, int, int]:
             """The array whose elements start at ``pos``, at ``depth``: as :func:`struct`."""
             if depth >= max_depth:
-                raise _GiveUp
+                raise GiveUp
             result: list[Value] = []
             append = result.append
             item: Value
@@ -899,7 +878,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
             while True:
                 match = next_item()
                 if match is None:
-                    raise _GiveUp
+                    raise GiveUp
                 kind: int = match.lastindex  # type: ignore[assignment]
                 if kind == _STRING and not check:
                     item = match[_STRING]
@@ -914,7 +893,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                         text, match.end(), depth + 1
                     )
                     if ended != _END:
-                        raise _GiveUp
+                        raise GiveUp
                     next_item = array_items(text, pos).match
                 append(item)
 
@@ -926,7 +905,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
             while True:
                 match = next_item()
                 if match is None:
-                    raise _GiveUp
+                    raise GiveUp
                 kind: int = match.lastindex  # type: ignore[assignment]
                 if kind < _STRUCT:
                     item = convert[kind](match[kind])
@@ -937,7 +916,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                         text, match.end(), 0
                     )
                     if ended != _END_PARAM:
-                        raise _GiveUp
+                        raise GiveUp
                     next_item = items(text, pos).match
                 result.append(item)
 
@@ -970,7 +949,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                 values += (long_params if long else short_params)(text, pos, _CALL_PARAMS)
             else:
                 values = (long_params if long else short_params)(text, head.end(), _CALL_PARAMS)
-        except (_GiveUp, ValueError, RecursionError):
+        except (GiveUp, ValueError, RecursionError):
             return None
         return CallMessage(method, tuple(values))
 
@@ -996,7 +975,7 @@ def _make_fast_decoder(limits: Limits) -> tuple[_FastCall, _FastResponse]:
                 )
                 return ReplyMessage(values[0]) if len(values) == 1 else None
             fault, pos, ended = (long_struct if long else short_struct)(text, head.end(), 0)
-        except (_GiveUp, ValueError, RecursionError):
+        except (GiveUp, ValueError, RecursionError):
             return None
         if ended != _END or _FAULT_END(text, pos) is None:
             return None
