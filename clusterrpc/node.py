@@ -445,14 +445,10 @@ class Node:
         for channel in list(self._channels.values()):
             await channel.aclose()
         self._channels.clear()
-        for endpoint in self._all_udp():
+        for endpoint in [*self._all_udp(), *self._group_members]:
             endpoint.close()
         self._client_udp.clear()
-        for member in self._group_members:
-            member.close()
         self._group_members.clear()
-        for sender in self._group_senders.values():
-            sender.close()
         self._group_senders.clear()
         self._udp_endpoints.clear()
         for server in self._stream_servers:
