@@ -7,6 +7,7 @@ interleaving the contenders repeat by repeat makes a burst of outside load hit a
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 
@@ -37,3 +38,22 @@ def measure(contenders: dict[str, Callable[[], object]], repeats: int, target: f
                 run()
             best[name] = min(best[name], (time.perf_counter() - started) / count)
     return best
+
+
+def schedstat_ns(pid: int | str = "self") -> tuple[int, int]:
+    """Nanoseconds a process's live threads have run, and have waited for a CPU while ready to
+    run (Linux ``/proc/PID/task/*/schedstat``); ``(0, 0)`` where that is not available."""
+    run = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as file:
+                fields = file.read().split()
+        except OSError:
+            continue  # the thread ended
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run, wait

@@ -83,6 +83,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from _timing import schedstat_ns
+
 import clusterrpc
 from clusterrpc import CallTimeoutError, Group, Keyring, Node, oneway, remote
 from clusterrpc.cli.main import SAMPLE_VOTE
@@ -272,31 +274,12 @@ class Timing:
                 "gathered": self.gathered}
 
 
-def sched_ns() -> tuple[int, int]:
-    """Nanoseconds this process's threads have run, and have waited for a CPU while ready to
-    run (Linux ``/proc/self/task/*/schedstat``); ``(0, 0)`` where that is not available."""
-    run = wait = 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return 0, 0
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/schedstat") as file:
-                fields = file.read().split()
-        except OSError:
-            continue  # the thread ended
-        run += int(fields[0])
-        wait += int(fields[1])
-    return run, wait
-
-
 async def run_ops(op: Op, count: int, limit: float) -> tuple[int, float, float, float]:
     """Up to ``count`` operations within ``limit`` seconds: (done, wall s, CPU s, s waited for
     a CPU: other programs' load)."""
     clock = time.perf_counter
     cpu_before = time.process_time()
-    _, wait_before = sched_ns()
+    _, wait_before = schedstat_ns()
     started = clock()
     deadline = started + limit
     done = 0
@@ -305,7 +288,7 @@ async def run_ops(op: Op, count: int, limit: float) -> tuple[int, float, float, 
         if clock() > deadline:
             break
     seconds = clock() - started
-    _, wait_after = sched_ns()
+    _, wait_after = schedstat_ns()
     return done, seconds, time.process_time() - cpu_before, (wait_after - wait_before) / 1e9
 
 
@@ -567,11 +550,11 @@ async def oneway_section(cluster: Cluster, sizes: tuple[int, ...], mode: Mode, o
             if result.error:
                 continue
             try:
-                _, wait_before = sched_ns()
+                _, wait_before = schedstat_ns()
                 began = time.perf_counter()
                 sent, seconds, services, started = await oneway_burst(
                     cluster, size, result.count, paced=kind == "paced", limit=mode.limit)
-                _, wait_after = sched_ns()
+                _, wait_after = schedstat_ns()
                 span = time.perf_counter() - began
             except Exception as error:
                 result.error = f"{type(error).__name__}: {error}"

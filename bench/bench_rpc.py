@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from _breakdown import breakdown
+from _timing import schedstat_ns
 
 import clusterrpc
 from clusterrpc import Keyring
@@ -206,25 +207,6 @@ def calibrate(run: Run, mode: Mode) -> int:
     return max(mode.min_count, min(mode.max_count, int(mode.target / max(per_call, 1e-9))))
 
 
-def cpu_ns(pid: int) -> tuple[int, int]:
-    """Nanoseconds a process's live threads have run, and have waited to run (Linux
-    ``/proc/PID/task/*/schedstat``); ``(0, 0)`` where that is not available."""
-    run = wait = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0, 0
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as file:
-                fields = file.read().split()
-        except OSError:
-            continue  # the thread ended
-        run += int(fields[0])
-        wait += int(fields[1])
-    return run, wait
-
-
 @dataclass
 class Result:
     rates: list[float] = field(default_factory=list)
@@ -269,11 +251,11 @@ def measure(contenders: dict[str, Run], mode: Mode, servers: dict[str, int] | No
                 continue
             server = servers.get(name)
             try:
-                client_before = cpu_ns(me)
-                server_before = cpu_ns(server) if server else (0, 0)
+                client_before = schedstat_ns(me)
+                server_before = schedstat_ns(server) if server else (0, 0)
                 done, seconds = run(result.count, mode.limit)
-                client_after = cpu_ns(me)
-                server_after = cpu_ns(server) if server else (0, 0)
+                client_after = schedstat_ns(me)
+                server_after = schedstat_ns(server) if server else (0, 0)
             except Exception as error:
                 result.error = f"{type(error).__name__}: {error}"
                 continue
