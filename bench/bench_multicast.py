@@ -3,19 +3,29 @@ of N unicast calls doing the same work, side by side in one run; one-way multica
 
 Run from the repository root after ``pip install .``::
 
-    python bench/bench_multicast.py                 # about three minutes
+    python bench/bench_multicast.py                 # about five minutes
     python bench/bench_multicast.py --quick         # a smoke run: a few calls each
     python bench/bench_multicast.py --json out.json # the tables, and every figure as JSON
     python bench/bench_multicast.py --profile DIR   # where the time of the N=64 calls goes
 
-Everything runs in **one process and one event loop**: N member nodes (``m0`` … ``m63``), each
-a ``Node`` listening on ``tcp://127.0.0.1:0`` and ``udp://127.0.0.1:0`` and a member of the
-multicast groups of the sizes it belongs to, and one caller node that is a member of none
-(``Group(…, join=False)``). Groups are random addresses in 239.192.0.0/16 on random ports,
-pinned to the loopback interface with TTL 1 (``udp://239.192.X.Y:PORT?iface=127.0.0.1``):
-nothing leaves the machine. Packets are signed with ``hmac-sha256``; bodies use the default
-``xmlrpc`` codec (``--codec json``: the caller's calls in JSON, answered in JSON). Every member
-serves the same small election service:
+The members are 64 nodes (``m0`` … ``m63``), each a ``Node`` listening on
+``tcp://127.0.0.1:0`` and ``udp://127.0.0.1:0`` and a member of the multicast groups of the
+sizes it belongs to; the caller is one node that is a member of none (``Group(…,
+join=False)``). The whole benchmark runs twice, side by side in one run (``--members`` picks
+one), with the members placed two ways:
+
+* **in-process** (the issue's setup): the members in the caller's process and event loop.
+  Every member's serving work then runs on the caller's thread, one member after another;
+* **workers**: the members spread over ``--workers`` processes (default 8; member ``i`` in
+  worker ``i % 8``, one event loop each), as nodes are separate processes in a cluster. They
+  serve a multicast call in parallel as far as this machine's CPUs allow, and every unicast
+  call crosses processes, as it crosses machines in a cluster.
+
+Groups are random addresses in 239.192.0.0/16 on random ports, pinned to the loopback interface
+with TTL 1 (``udp://239.192.X.Y:PORT?iface=127.0.0.1``): nothing leaves the machine. Packets
+are signed with ``hmac-sha256``; bodies use the default ``xmlrpc`` codec (``--codec json``: the
+caller's calls in JSON, answered in JSON). Every member serves the same small election
+service:
 
 * ``election.status()``: no arguments, answers a 3-field struct;
 * ``election.vote(ballot)``: the 9-field election vote of ``clusterrpc roundtrip``
@@ -41,9 +51,13 @@ contenders of one (N, method) run that count in turn, interleaved, ``--repeats``
 best time per operation is kept. Cyclic GC stays on, as in applications. Every loop is bounded
 by its count and by a time limit. CPU per operation (this process) is reported next to the wall
 time: in one process the two are nearly equal, because every member's serving work runs on the
-same thread as the caller — which is what limits the ratio here (see README, "Multicast calls").
+same thread as the caller — which is what limits the in-process ratio (see README, "Multicast
+calls"). With worker processes, the CPU figure adds up the caller's and the workers' CPU
+(Linux schedstat), so it shows the work done, while the wall time shows how much of it ran in
+parallel.
 
-One-way: the caller sends ``await group.oneway.election.cast(SAMPLE_VOTE)`` in a loop of a
+One-way (in-process members only: each member's service counts what it receives): the
+caller sends ``await group.oneway.election.cast(SAMPLE_VOTE)`` in a loop of a
 bounded count (fewer packets for larger groups: at most ``oneway_deliveries`` packet-member
 deliveries per burst), in two ways: *burst* (the loop never yields to the event loop: the
 sender's own rate; the members read only afterwards, so their socket buffers may overflow) and
@@ -76,8 +90,9 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +113,9 @@ METHODS = {
 CONTENDERS = ("multicast", "UDP loop", "TCP loop", "UDP gather", "TCP gather")
 CALL_TIMEOUT = 2.0  # seconds; a multicast call needs one, and so does a UDP call
 TARGET_RATIO = 0.25  # issue 5 item 8: gathering from 64 takes at most 1/4 of the 64-call loop
+WORKER_START_LIMIT = 60.0  # seconds for a member worker process to start its members
+WORKERS = 8  # default member worker processes (--workers)
+SCRIPT = str(Path(__file__).resolve())  # what a member worker process runs
 
 
 @dataclass(frozen=True)
@@ -185,45 +203,108 @@ def random_groups(sizes: tuple[int, ...]) -> dict[int, str]:
 
 @dataclass
 class Cluster:
-    """The member nodes, their services, and the caller with one group per size."""
+    """The caller with one group per size, and the members: their addresses, and — when they
+    run in this process — their nodes and services, or else the worker processes serving
+    them."""
 
-    members: list[Node]
-    services: list[Election]
     caller: Node
     groups: dict[int, str]
+    urls: list[list[str]]  # each member's listening addresses, by member index
+    members: list[Node] = field(default_factory=list)  # in this process only
+    services: list[Election] = field(default_factory=list)  # in this process only
+    workers: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        if not self.workers:
+            return "in-process"
+        return f"{len(self.workers)} worker processes"
 
     def names(self, size: int) -> list[str]:
         return [f"m{index}" for index in range(size)]
 
     def address(self, index: int, scheme: str) -> str:
-        return next(url for url in self.members[index].addresses if url.startswith(scheme))
+        return next(url for url in self.urls[index] if url.startswith(scheme))
+
+    def worker_pids(self) -> list[int]:
+        return [worker.pid for worker in self.workers]
+
+
+def member_node(index: int, keyring: Keyring, groups: dict[int, str], sizes: tuple[int, ...]
+                ) -> tuple[Node, Election]:
+    """Member ``m{index}``: TCP and UDP listeners, in every group of a size above its index."""
+    names = [f"m{i}" for i in range(max(sizes))]
+    name = names[index]
+    node = Node(name, cluster=CLUSTER, keyring=keyring, timeout=10.0,
+                listen=["tcp://127.0.0.1:0", "udp://127.0.0.1:0"],
+                groups={f"g{size}": Group(groups[size], members=names[:size])
+                        for size in sizes if index < size})
+    service = Election(name)
+    node.serve(service, name="election")
+    return node, service
+
+
+def caller_node(keyring: Keyring, groups: dict[int, str], sizes: tuple[int, ...], codec: str
+                ) -> Node:
+    """The caller: a member of no group (``join=False``); it only sends and gathers."""
+    names = [f"m{index}" for index in range(max(sizes))]
+    return Node("caller", cluster=CLUSTER, keyring=keyring, listen=["udp://127.0.0.1:0"],
+                timeout=10.0, codec=codec,
+                groups={f"g{size}": Group(groups[size], members=names[:size], join=False)
+                        for size in sizes})
 
 
 async def start_cluster(sizes: tuple[int, ...], keyring: Keyring, codec: str = "xmlrpc"
                         ) -> Cluster:
+    """Every member node in this process and this event loop, with the caller."""
+    groups = random_groups(sizes)
+    cluster = Cluster(caller_node(keyring, groups, sizes, codec), groups, urls=[])
+    for index in range(max(sizes)):
+        node, service = member_node(index, keyring, groups, sizes)
+        cluster.members.append(node)
+        cluster.services.append(service)
+    try:
+        for node in cluster.members:
+            await node.start()
+        await cluster.caller.start()
+    except BaseException:
+        await stop_cluster(cluster)
+        raise
+    cluster.urls = [node.addresses for node in cluster.members]
+    return cluster
+
+
+async def start_worker_cluster(sizes: tuple[int, ...], keyring: Keyring, workers: int,
+                               codec: str = "xmlrpc") -> Cluster:
+    """The members spread over ``workers`` processes (member ``i`` in worker ``i % workers``,
+    so that every group spans as many processes as it can), each running its members in one
+    event loop (``--serve-members``); the caller in this process. Each worker reads the
+    keyring from a private temporary file, prints its members' addresses and serves until
+    its standard input closes."""
     groups = random_groups(sizes)
     largest = max(sizes)
-    names = [f"m{index}" for index in range(largest)]
-    # The caller is a member of no group (join=False): it only sends and gathers.
-    caller_groups = {f"g{size}": Group(groups[size], members=names[:size], join=False)
-                     for size in sizes}
-    caller = Node("caller", cluster=CLUSTER, keyring=keyring, listen=["udp://127.0.0.1:0"],
-                  timeout=10.0, codec=codec, groups=caller_groups)
-    members: list[Node] = []
-    services: list[Election] = []
-    cluster = Cluster(members, services, caller, groups)
-    for index, name in enumerate(names):
-        node = Node(name, cluster=CLUSTER, keyring=keyring, timeout=10.0,
-                    listen=["tcp://127.0.0.1:0", "udp://127.0.0.1:0"],
-                    groups={f"g{size}": Group(groups[size], members=names[:size])
-                            for size in sizes if index < size})
-        service = Election(name)
-        node.serve(service, name="election")
-        members.append(node)
-        services.append(service)
+    workers = max(1, min(workers, largest))
+    cluster = Cluster(caller_node(keyring, groups, sizes, codec), groups,
+                      urls=[[] for _ in range(largest)])
     try:
-        for node in members:
-            await node.start()
+        with tempfile.TemporaryDirectory(prefix="bench-multicast-") as directory:
+            keyring_path = Path(directory) / "cluster.keys"
+            keyring.save(keyring_path)
+            for worker in range(workers):
+                config = {"keyring": str(keyring_path), "sizes": list(sizes),
+                          "groups": {str(size): url for size, url in groups.items()},
+                          "members": list(range(worker, largest, workers))}
+                cluster.workers.append(await asyncio.create_subprocess_exec(
+                    sys.executable, SCRIPT, "--serve-members",
+                    json.dumps(config), stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE))
+            for process in cluster.workers:  # each prints its members' addresses when ready
+                assert process.stdout is not None
+                line = await asyncio.wait_for(process.stdout.readline(), WORKER_START_LIMIT)
+                if not line:
+                    raise RuntimeError(f"member worker {process.pid} exited before serving")
+                for index, urls in json.loads(line).items():
+                    cluster.urls[int(index)] = urls
         await cluster.caller.start()
     except BaseException:
         await stop_cluster(cluster)
@@ -231,10 +312,44 @@ async def start_cluster(sizes: tuple[int, ...], keyring: Keyring, codec: str = "
     return cluster
 
 
+async def serve_members(config: dict[str, Any]) -> None:
+    """A member worker (``--serve-members CONFIG``): start the members, print their addresses
+    as one JSON line, serve until standard input closes (the benchmark ended or died)."""
+    keyring = Keyring.load(config["keyring"])
+    sizes = tuple(config["sizes"])
+    groups = {int(size): url for size, url in config["groups"].items()}
+    nodes = [member_node(index, keyring, groups, sizes)[0] for index in config["members"]]
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    try:
+        for node in nodes:
+            await node.start()
+        ready = {str(index): node.addresses
+                 for index, node in zip(config["members"], nodes, strict=True)}
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        while await stdin.read(4096):
+            pass
+    finally:
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                await node.stop()
+
+
 async def stop_cluster(cluster: Cluster) -> None:
     for node in [cluster.caller, *cluster.members]:
         with contextlib.suppress(Exception):
             await node.stop()
+    for process in cluster.workers:
+        if process.stdin is not None:
+            process.stdin.close()  # the worker's signal to stop its members and exit
+    for process in cluster.workers:
+        try:
+            await asyncio.wait_for(process.wait(), 10.0)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -252,8 +367,8 @@ class Tally:
 @dataclass
 class Timing:
     seconds: list[float] = field(default_factory=list)  # per operation, one per repeat
-    cpu: float = 0.0  # this process's CPU seconds per operation in the best repeat
-    waited: float = 0.0  # ... and seconds it waited for a CPU (other programs' load)
+    cpu: float = 0.0  # CPU seconds per operation in the best repeat (with member workers')
+    waited: float = 0.0  # ... and seconds this process waited for a CPU
     count: int = 0
     tally: Tally = field(default_factory=Tally)
     gathered: int = 0  # members whose answer the check before timing saw (all must answer)
@@ -274,11 +389,13 @@ class Timing:
                 "gathered": self.gathered}
 
 
-async def run_ops(op: Op, count: int, limit: float) -> tuple[int, float, float, float]:
-    """Up to ``count`` operations within ``limit`` seconds: (done, wall s, CPU s, s waited for
-    a CPU: other programs' load)."""
+async def run_ops(op: Op, count: int, limit: float, pids: Sequence[int] = ()
+                  ) -> tuple[int, float, float, float]:
+    """Up to ``count`` operations within ``limit`` seconds: (done, wall s, CPU s of this
+    process and of the processes ``pids``, s this process waited for a CPU)."""
     clock = time.perf_counter
     cpu_before = time.process_time()
+    others_before = sum(schedstat_ns(pid)[0] for pid in pids)
     _, wait_before = schedstat_ns()
     started = clock()
     deadline = started + limit
@@ -289,7 +406,9 @@ async def run_ops(op: Op, count: int, limit: float) -> tuple[int, float, float, 
             break
     seconds = clock() - started
     _, wait_after = schedstat_ns()
-    return done, seconds, time.process_time() - cpu_before, (wait_after - wait_before) / 1e9
+    others = (sum(schedstat_ns(pid)[0] for pid in pids) - others_before) / 1e9
+    return (done, seconds, time.process_time() - cpu_before + others,
+            (wait_after - wait_before) / 1e9)
 
 
 async def calibrate(op: Op, mode: Mode) -> int:
@@ -303,8 +422,10 @@ async def calibrate(op: Op, mode: Mode) -> int:
     return min(count, mode.max_count)
 
 
-async def measure(contenders: dict[str, Op], timings: dict[str, Timing], mode: Mode) -> None:
-    """Warm up, calibrate, then run the contenders interleaved ``mode.repeats`` times."""
+async def measure(contenders: dict[str, Op], timings: dict[str, Timing], mode: Mode,
+                  pids: Sequence[int] = ()) -> None:
+    """Warm up, calibrate, then run the contenders interleaved ``mode.repeats`` times
+    (``pids``: the member worker processes, whose CPU time is counted too)."""
     live: dict[str, Op] = {}
     for name, op in contenders.items():
         try:
@@ -320,7 +441,7 @@ async def measure(contenders: dict[str, Op], timings: dict[str, Timing], mode: M
             if timing.error:
                 continue
             try:
-                done, seconds, cpu, waited = await run_ops(op, timing.count, mode.limit)
+                done, seconds, cpu, waited = await run_ops(op, timing.count, mode.limit, pids)
             except Exception as error:
                 timing.error = f"{type(error).__name__}: {error}"
                 continue
@@ -411,13 +532,15 @@ async def gather_section(cluster: Cluster, sizes: tuple[int, ...], mode: Mode, o
             gathered = await check_answers(cluster, size, method)
             for name, count in gathered.items():
                 timings[name].gathered = count
-            await measure(contenders_for(cluster, size, method, tallies), timings, mode)
+            await measure(contenders_for(cluster, size, method, tallies), timings, mode,
+                          cluster.worker_pids())
             rows[size] = timings
             entry: dict[str, Any] = {name: t.as_json() for name, t in timings.items()}
             entry["ratios"] = ratios(timings)
             report[method][str(size)] = entry
-            print(f"  ... {method}, N={size}: done", file=sys.stderr, flush=True)
-        print_gather_table(method, rows, out)
+            print(f"  ... {cluster.where}, {method}, N={size}: done", file=sys.stderr,
+                  flush=True)
+        print_gather_table(method, rows, cluster, out)
     return report
 
 
@@ -444,11 +567,17 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.0f} us"
 
 
-def print_gather_table(method: str, rows: dict[int, dict[str, Timing]], out: Any) -> None:
+def print_gather_table(method: str, rows: dict[int, dict[str, Timing]], cluster: Cluster,
+                       out: Any) -> None:
     full_name, params = METHODS[method]
     what = "no arguments" if not params else "SAMPLE_VOTE as argument"
-    print(f"\nGathering N answers to {full_name}() ({what}; a 3-field struct back): best time "
-          f"per operation (CPU of this process per operation)", file=out)
+    if cluster.workers:
+        where = (f"members in {len(cluster.workers)} worker processes, the caller in this one; "
+                 f"CPU of all of them")
+    else:
+        where = "members and caller in this process and event loop; its CPU"
+    print(f"\nGathering N answers to {full_name}() ({what}; a 3-field struct back), {where}: "
+          f"best time per operation (CPU per operation)", file=out)
     header = "".join(f" {name:>20}" for name in CONTENDERS)
     print(f"  {'N':>3}{header} {'mc/UDP loop':>12} {'mc/TCP loop':>12}", file=out)
     for size, timings in rows.items():
@@ -463,7 +592,8 @@ def print_gather_table(method: str, rows: dict[int, dict[str, Timing]], out: Any
         print(f"  {size:>3}{''.join(cells)} {'' if udp is None else f'{udp:.2f}x':>12}"
               f" {'' if tcp is None else f'{tcp:.2f}x':>12}", file=out)
         waits = [t.waited / t.best for t in timings.values() if t.seconds and not t.error]
-        if waits and max(waits) > 0.05:
+        # With member workers, this process also waits for its own workers: not a sign of load.
+        if waits and max(waits) > 0.05 and not cluster.workers:
             print(f"      (this process waited for a CPU up to {max(waits):.0%} of a best "
                   f"repeat: other programs' load; those figures are pessimistic)", file=out)
         for name in CONTENDERS:
@@ -746,18 +876,25 @@ def git_commit() -> str | None:
     return completed.stdout.strip() or None
 
 
+SETUPS = {"in-process": "calls", "workers": "calls_in_workers"}  # --members: report key
+
+
 def targets(report: dict[str, Any], sizes: tuple[int, ...]) -> list[dict[str, Any]]:
     largest = max(sizes)
     found = []
-    for method in METHODS:
-        entry = report.get("calls", {}).get(method, {}).get(str(largest), {})
-        ratio = entry.get("ratios", {}).get("multicast / faster loop")
-        found.append({
-            "target": f"multicast gather from {largest} vs the faster {largest}-call unicast "
-                      f"loop, {METHODS[method][0]}",
-            "ratio": ratio, "wanted_at_most": TARGET_RATIO,
-            "met": None if ratio is None else ratio <= TARGET_RATIO,
-        })
+    for setup, key in SETUPS.items():
+        if key not in report:
+            continue
+        where = report["meta"]["setups"][setup]
+        for method in METHODS:
+            entry = report[key].get(method, {}).get(str(largest), {})
+            ratio = entry.get("ratios", {}).get("multicast / faster loop")
+            found.append({
+                "target": f"multicast gather from {largest} vs the faster {largest}-call "
+                          f"unicast loop, {METHODS[method][0]}, members {where}",
+                "setup": setup, "ratio": ratio, "wanted_at_most": TARGET_RATIO,
+                "met": None if ratio is None else ratio <= TARGET_RATIO,
+            })
     return found
 
 
@@ -768,9 +905,12 @@ async def run(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     if args.target:
         mode = Mode(**{**mode.__dict__, "target": args.target})
     sizes = tuple(args.sizes)
+    setups = ["in-process", "workers"] if args.members == "both" else [args.members]
+    if args.profile:
+        setups = ["in-process"]
+    workers = max(1, min(args.workers, max(sizes)))
     key = Keyring.generate("hmac-sha256", key_id="bench")
     keyring = Keyring(cluster=CLUSTER, keys=[key], signing_key_id="bench")
-    cluster = await start_cluster(sizes, keyring, args.codec)
     report: dict[str, Any] = {
         "meta": {
             "date": dt.date.today().isoformat(),
@@ -782,35 +922,49 @@ async def run(args: argparse.Namespace, out: Any) -> dict[str, Any]:
             "clusterrpc": os.path.dirname(clusterrpc.__file__),
             "mode": mode.__dict__,
             "sizes": list(sizes),
-            "groups": {str(size): url for size, url in cluster.groups.items()},
+            "setups": {"in-process": "in the caller's process and event loop",
+                       "workers": f"in {workers} worker processes"},
+            "groups": {},
             "call_timeout_s": CALL_TIMEOUT,
             "scheme": "hmac-sha256",
             "codec": args.codec,
         },
         "notes": [
-            "one process, one event loop: the members' serving work and the caller's share "
-            "one thread, so a multicast call's members are served one after another",
+            "in-process: one process, one event loop: the members' serving work and the "
+            "caller's share one thread, so a multicast call's members are served one after "
+            "another",
+            f"workers: member i runs in worker process i % {workers}, each worker one event "
+            f"loop; members serve in parallel as far as this machine's {os.cpu_count()} CPUs "
+            f"allow, and every unicast call crosses processes",
         ],
     }
-    try:
-        print(f"Python {platform.python_version()} on {platform.machine()} "
-              f"({os.cpu_count()} CPUs); {len(cluster.members)} member nodes and the caller in "
-              f"one event loop; groups {', '.join(cluster.groups.values())}; {mode.repeats} "
-              f"interleaved repeats of ~{mode.target:g} s, best kept", file=out)
-        if args.profile:
-            await profile(cluster, max(sizes), args.profile_method,
-                          20 if args.quick else 200, Path(args.profile), out)
-            return report
-        report["calls"] = await gather_section(cluster, sizes, mode, out)
-        report["oneway"] = await oneway_section(cluster, sizes, mode, out)
-    finally:
-        await stop_cluster(cluster)
+    print(f"Python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} CPUs);"
+          f" {max(sizes)} member nodes; {mode.repeats} interleaved repeats of ~{mode.target:g} s,"
+          f" best kept", file=out)
+    for setup in setups:
+        if setup == "in-process":
+            cluster = await start_cluster(sizes, keyring, args.codec)
+        else:
+            cluster = await start_worker_cluster(sizes, keyring, workers, args.codec)
+        report["meta"]["groups"][setup] = {str(size): url for size, url in cluster.groups.items()}
+        try:
+            print(f"\n== Members {report['meta']['setups'][setup]}; groups "
+                  f"{', '.join(cluster.groups.values())}", file=out)
+            if args.profile:
+                await profile(cluster, max(sizes), args.profile_method,
+                              20 if args.quick else 200, Path(args.profile), out)
+                return report
+            report[SETUPS[setup]] = await gather_section(cluster, sizes, mode, out)
+            if setup == "in-process":  # the one-way counts are read from the services
+                report["oneway"] = await oneway_section(cluster, sizes, mode, out)
+        finally:
+            await stop_cluster(cluster)
     report["targets"] = targets(report, sizes)
     print("\nTarget", file=out)
     for target in report["targets"]:
         ratio = "n/a" if target["ratio"] is None else f"{target['ratio']:.2f}x"
         met = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
-        print(f"  {target['target']:<72} {ratio:>6} (want <= {TARGET_RATIO:g}x): {met}",
+        print(f"  {target['target']:<100} {ratio:>6} (want <= {TARGET_RATIO:g}x): {met}",
               file=out)
     return report
 
@@ -842,7 +996,17 @@ def main() -> int:
                              "the hot spots")
     parser.add_argument("--profile-method", choices=tuple(METHODS), default="status",
                         help="the method --profile calls (default status)")
+    parser.add_argument("--members", choices=("both", *SETUPS), default="both",
+                        help="where the members run: in this process and event loop, in "
+                             "worker processes, or both in turn (default both)")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help=f"member worker processes for --members workers (default "
+                             f"{WORKERS})")
+    parser.add_argument("--serve-members", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_members:  # a member worker process (start_worker_cluster)
+        asyncio.run(serve_members(json.loads(args.serve_members)))
+        return 0
     out = sys.stderr if args.json == "-" else sys.stdout
     # Each member holds a few sockets, and each TCP peer two ends of a connection.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -262,6 +262,30 @@ def test_oneway_call_gets_no_datagram_back_over_udp() -> None:
     run(scenario())
 
 
+def test_udp_endpoint_reads_every_queued_datagram_per_wake_up() -> None:
+    """asyncio reads one datagram per event-loop turn; the endpoint reads the ones queued
+    behind it too (the answers to a multicast call arrive together), in order."""
+
+    async def scenario() -> None:
+        server, election = server_node()
+        async with server:
+            host, port = by_scheme(server, "udp")[len("udp://"):].rsplit(":", 1)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.connect((host, int(port)))
+                for term in range(20):
+                    sock.send(_raw_call_packet("election.vote", (term, "raw"), oneway=True,
+                                               call_id=term + 1))
+                time.sleep(0.2)  # noqa: ASYNC251 - blocks the loop on purpose: all 20 queue up
+                for _ in range(3):  # a few loop turns: one datagram each, without draining
+                    await asyncio.sleep(0)
+                assert election.votes == [(term, "raw") for term in range(20)]
+            finally:
+                sock.close()
+
+    run(scenario())
+
+
 def test_thousand_concurrent_calls_complete() -> None:
     async def scenario() -> None:
         server, _ = server_node(max_in_flight=64)

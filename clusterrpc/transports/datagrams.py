@@ -58,6 +58,11 @@ log = logging.getLogger("clusterrpc.transport")
 MAX_DATAGRAM = 65507
 """The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
 
+DRAIN_BATCH = 64
+"""Datagrams an endpoint reads per event-loop wake-up at most (see ``DatagramEndpoint``)."""
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
 SockAddr = tuple[Any, ...]
 
 
@@ -94,6 +99,10 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     ``receive_buffer``: the socket's receive buffer in bytes (``SO_RCVBUF``), asked of the
     kernel, which caps it (``net.core.rmem_max``): datagrams that arrive while it is full are
     lost, so a node receiving bursts of one-way calls wants a large one.
+
+    When woken for a datagram, the endpoint also reads the ones already queued behind it (up
+    to :data:`DRAIN_BATCH`), instead of asyncio's one per event-loop turn: this is what lets a
+    caller gather the answers of a large group quickly.
     """
 
     def __init__(self, address: Address, messenger: Messenger, *,
@@ -113,6 +122,7 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         self.network: DatagramNetwork | None = None
         """Set before :meth:`start` to attach to a simulated network instead of a socket."""
         self._bound: Address | None = None
+        self._drain_socket: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -144,19 +154,21 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         assert host is not None
         assert port is not None
         try:
-            sock = self.make_socket()
-            if sock is None:
-                await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-            else:
-                await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            sock = self.make_socket() or await _bound_udp_socket(host, port)
         except OSError as error:
             raise TransportError(
                 f"cannot listen on {self.address}: {describe_os_error(error)}"
             ) from error
-        assert self.transport is not None
-        sock = self.transport.get_extra_info("socket")
         with contextlib.suppress(OSError):  # a buffer size the kernel refuses is not fatal
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        try:
+            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        assert self.transport is not None
+        if _DONTWAIT and sock.fileno() >= 0:  # a loop that took the descriptor over: no drain
+            self._drain_socket = sock
         host, port = self.transport.get_extra_info("sockname")[:2]
         self._bound = (self.address if self.address.multicast
                        else Address("udp", host=host, port=port))
@@ -168,6 +180,7 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._drain_socket = None  # the transport closed it
         self.pending.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
 
     def error_received(self, exc: Exception) -> None:
@@ -177,6 +190,28 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         log.debug("UDP socket %s: %s", self.url, exc)
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
+        self._receive(data, addr)
+        if self._drain_socket is not None:
+            self._drain(self._drain_socket)
+
+    def _drain(self, sock: socket.socket) -> None:
+        # asyncio reads one datagram per event-loop turn; the answers to a multicast call
+        # arrive together, and a full loop turn for each costs more than handling it. Read what
+        # is already queued, never blocking (MSG_DONTWAIT), at most DRAIN_BATCH per wake-up so
+        # that a flood on this socket cannot starve the loop's other work.
+        for _ in range(DRAIN_BATCH):
+            if self.closed:
+                return
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM + 1, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # e.g. an ICMP error queued for an earlier datagram
+                self.error_received(error)
+                return
+            self._receive(data, addr)
+
+    def _receive(self, data: bytes, addr: SockAddr) -> None:
         peer = _sockaddr_text(addr)
         messenger = self.messenger
         packet = messenger.open(data, peer=peer)
@@ -262,6 +297,29 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         self.pending.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
         if self.transport is not None:
             self.transport.close()
+
+
+async def _bound_udp_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host``:``port`` (a name is resolved; the first
+    address that binds wins, as asyncio's ``local_addr`` does). Raises ``OSError``."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"{host} has no address")
+    last: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.bind(sockaddr)
+            sock.setblocking(False)
+        except OSError as error:
+            sock.close()
+            last = error
+            continue
+        return sock
+    assert last is not None
+    raise last
 
 
 async def resolve_udp(address: Address) -> SockAddr:
