@@ -25,7 +25,7 @@ from clusterrpc.cli.main import SAMPLE_VOTE
 from clusterrpc.codecs import _safexml
 from clusterrpc.codecs import xmlrpc as xmlrpc_codec
 from clusterrpc.codecs._safexml import escape_text
-from clusterrpc.codecs.base import FaultMessage, ReplyMessage
+from clusterrpc.codecs.base import CallMessage, FaultMessage, ReplyMessage
 from clusterrpc.codecs.xmlrpc import XmlRpcCodec
 from clusterrpc.errors import EncodeError
 from clusterrpc.values import Limits, format_datetime, parse_datetime
@@ -311,6 +311,39 @@ def test_decode_does_not_touch_the_tree_path_for_canonical_documents(
     assert CODEC.decode_response(fault) == FaultMessage(-32601, "method 'election.bogus' not found")
     with pytest.raises(AssertionError, match="tree path"):  # and anything else does use it
         CODEC.decode_call(body.replace(b"<params>", b"<params><!-- -->"))
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"</methodCall>",
+        b"<params></params></methodCall>",
+        b" <params>\n\t</params>\n</methodCall>\n",
+    ],
+)
+def test_calls_without_parameters_are_read_by_the_head_alone(tail: bytes) -> None:
+    for head in (b"", HEAD, HEAD + b"\n"):
+        body = head + b"<methodCall><methodName>t.x</methodName>" + tail
+        assert CODEC._fast_call(body) == CallMessage("t.x", ())
+        check_call(body)
+        # What is not a whole call without parameters is left to the other readers.
+        for spoilt in (body + b"<x/>", body.replace(b"</methodCall>", b"</methodCall >")):
+            check_call(spoilt)
+
+
+def test_canonical_struct_replies_agree_with_the_head_pattern() -> None:
+    """The prefix test that stands in for the head pattern on our struct replies."""
+    reply = CODEC.encode_reply({"term": 42, "leader": "m0"})
+    assert reply.startswith(xmlrpc_codec._CANONICAL_STRUCT_REPLY.encode())
+    assert CODEC._fast_response(reply) == ReplyMessage({"term": 42, "leader": "m0"})
+    struct = b"<struct>"
+    for after in (b"", b" ", b"\n", b"x", b"<", b"<member>", b"</struct>", b"</struct></value>"):
+        check_response(reply.replace(struct, struct + after))
+    empty = CODEC.encode_reply({})
+    assert CODEC._fast_response(empty) == ReplyMessage({})
+    check_response(empty)
+    spaced = reply.replace(struct, struct + b"\n ")
+    assert CODEC._fast_response(spaced) == ReplyMessage({"term": 42, "leader": "m0"})
 
 
 def test_fast_path_works_without_pattern_scanner(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from clusterrpc import current_call, oneway, remote
 from clusterrpc.codecs import CallMessage
 from clusterrpc.errors import ConfigurationError, Fault, FaultCode
 from clusterrpc.rpc import CallContext, ServiceRegistry
+from clusterrpc.rpc.context import new_call_context
 from clusterrpc.values import Value
 
 
@@ -107,6 +109,21 @@ def test_current_call_inside_and_outside(registry: ServiceRegistry) -> None:
     assert run(registry, "election.whoami") == "n2/k1/tcp/?"
     with pytest.raises(RuntimeError, match="outside a method"):
         current_call()
+
+
+def test_new_call_context_builds_what_the_dataclass_builds() -> None:
+    # Every value distinct, each field named: a setter bound to the wrong field shows.
+    built = new_call_context(method="s.m", node="n2", key_id="k1", transport="udp",
+                             peer="127.0.0.1:7400", deadline=12.5, oneway=True, multicast=False)
+    expected = CallContext(method="s.m", node="n2", key_id="k1", transport="udp",
+                           peer="127.0.0.1:7400", deadline=12.5, oneway=True, multicast=False)
+    assert type(built) is CallContext
+    assert built == expected
+    assert hash(built) == hash(expected)
+    assert {field.name: getattr(built, field.name) for field in dataclasses.fields(CallContext)
+            } == dataclasses.asdict(expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.node = "n3"  # type: ignore[misc]
 
 
 def test_concurrent_async_calls_see_their_own_context() -> None:

@@ -33,6 +33,38 @@ class CallContext:
     multicast: bool = False
 
 
+# The transports build one context per call served. The frozen dataclass's __init__ sets each
+# field through object.__setattr__ (the frozen __setattr__ refuses plain assignment): over a
+# microsecond per call. Setting the slots through their descriptors builds the same object in
+# under half the time. The setters are looked up by name, and a field added to CallContext (one
+# this function would leave unset) stops the import.
+_new_object = object.__new__
+_CONTEXT_FIELDS = ("method", "node", "key_id", "transport", "peer", "deadline", "oneway",
+                   "multicast")
+if {field.name for field in dataclasses.fields(CallContext)} != set(_CONTEXT_FIELDS):
+    raise ImportError("new_call_context() does not set every field of CallContext")
+(_set_method, _set_node, _set_key_id, _set_transport, _set_peer, _set_deadline, _set_oneway,
+ _set_multicast) = (getattr(CallContext, name).__set__ for name in _CONTEXT_FIELDS)  # fmt: skip
+
+
+def new_call_context(  # noqa: PLR0917 - one argument per field, positional for speed
+    method: str, node: str | None, key_id: str | None, transport: str, peer: str | None,
+    deadline: float | None, oneway: bool, multicast: bool,
+) -> CallContext:  # fmt: skip
+    """``CallContext(method=method, node=node, …, multicast=multicast)``, built faster (for
+    the transports' hot path)."""
+    context: CallContext = _new_object(CallContext)
+    _set_method(context, method)
+    _set_node(context, node)
+    _set_key_id(context, key_id)
+    _set_transport(context, transport)
+    _set_peer(context, peer)
+    _set_deadline(context, deadline)
+    _set_oneway(context, oneway)
+    _set_multicast(context, multicast)
+    return context
+
+
 _CURRENT: contextvars.ContextVar[CallContext] = contextvars.ContextVar("clusterrpc_call")
 
 

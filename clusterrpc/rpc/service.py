@@ -54,6 +54,9 @@ _XMLRPC_TYPES: dict[object, str] = {
     type(None): "nil",
 }
 
+# Result types that are never awaitable (ServiceRegistry.run's shortcut).
+_PLAIN_RESULTS = frozenset({dict, list, tuple, str, int, float, bool, bytes, type(None)})
+
 # Dot-separated words, none starting with "_": the published name's prefix.
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*(?:\.[A-Za-z0-9][A-Za-z0-9_]*)*\Z")
 
@@ -261,7 +264,9 @@ class ServiceRegistry:
         if arity is not None and arity[0] <= len(params) <= arity[1]:
             # The common case, without Signature.bind(); any doubt goes the slow way below,
             # which also words the error.
-            for check, value in zip(arity[2], params, strict=False):
+            # No strict=: the test above keeps params no longer than the checks, and a keyword
+            # argument costs zip() a fifth of a microsecond per call on Python 3.11.
+            for check, value in zip(arity[2], params):  # noqa: B905
                 if check is not None and not check(value):
                     break
             else:
@@ -308,7 +313,9 @@ class ServiceRegistry:
             raise self._application_fault(error) from error
         finally:
             leave_call(token)
-        if inspect.isawaitable(result):
+        # A value of a plain container or scalar type cannot be awaitable: that test is cheap,
+        # inspect.isawaitable (three isinstance checks, one against an ABC) is not.
+        if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
             return self._finish(result, context)
         return typing.cast(Value, result)
 

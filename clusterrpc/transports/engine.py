@@ -33,7 +33,7 @@ from clusterrpc.errors import (
 from clusterrpc.keyring import Keyring
 from clusterrpc.packet import CALL, FAULT, MULTICAST, ONEWAY, REPLY, decode_timeout, encode_timeout
 from clusterrpc.rpc.calls import CallOutcome, CallSucceeded, CallTracker, OutgoingCall
-from clusterrpc.rpc.context import CallContext
+from clusterrpc.rpc.context import CallContext, new_call_context
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
@@ -217,19 +217,19 @@ class CallServer:
                 self._answer(header.call_id, header.codec_id,
                              Fault(error.fault_code, str(error)), respond)
             return None
-        context = CallContext(
-            method=message.method,
-            node=header.sender,
-            key_id=header.key_id or None,
-            transport=transport,
-            peer=peer,
+        context = new_call_context(
+            message.method,
+            header.sender,
+            header.key_id or None,
+            transport,
+            peer,
             # The caller's deadline on this node's clock: the timeout counted from arrival, an
             # upper bound that needs no synchronised clocks (spec/packet.md, "Timeout").
-            deadline=None if not header.timeout_code
+            None if not header.timeout_code
             else self.messenger.clock() + (decode_timeout(header.timeout_code) or 0.0),
-            oneway=oneway,
-            multicast=bool(header.flags & MULTICAST),
-        )
+            oneway,
+            bool(header.flags & MULTICAST),
+        )  # fmt: skip
         result: Value | Fault | Coroutine[Any, Any, Value]
         try:
             result = self.registry.run(message, context)
