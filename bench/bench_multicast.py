@@ -772,15 +772,16 @@ def print_profile(path: Path, ops: int, title: str, out: Any, top: int = 25) -> 
 
 
 class Stopwatch:
-    """Wall time spent in one endpoint's ``datagram_received`` (everything a datagram's
-    arrival causes there, synchronously: open, decode, serve, answer, gather)."""
+    """Wall time spent handling each datagram an endpoint receives (``_receive``: everything a
+    datagram's arrival causes there, synchronously: open, decode, serve, answer, gather; not
+    the reading itself)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.calls = 0
 
     def wrap(self, endpoint: Any) -> Callable[[], None]:
-        received = endpoint.datagram_received
+        received = endpoint._receive
         clock = time.perf_counter
 
         def timed(data: bytes, addr: Any) -> None:
@@ -791,8 +792,8 @@ class Stopwatch:
                 self.seconds += clock() - started
                 self.calls += 1
 
-        endpoint.datagram_received = timed  # the transport looks it up on the instance
-        return lambda: endpoint.__dict__.pop("datagram_received", None)
+        endpoint._receive = timed  # looked up on the instance, for every datagram
+        return lambda: endpoint.__dict__.pop("_receive", None)
 
 
 async def split_times(cluster: Cluster, size: int, op: Op, name: str, ops: int, out: Any,

@@ -101,3 +101,21 @@ def test_bench_multicast_quick_gathers_every_member() -> None:
     assert [target["setup"] for target in report["targets"]] == [
         "in-process", "in-process", "workers", "workers"]
     assert {"target", "ratio", "wanted_at_most", "met"} <= set(report["targets"][0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_multicast_profile_accounts_for_every_datagram(tmp_path: Path) -> None:
+    """``--profile`` times every member's handling of every call and the caller's of every
+    answer (it checks the counts itself and fails otherwise), then writes the profiles."""
+    if not MULTICAST_BENCH.exists():
+        pytest.skip("bench/ is not part of this checkout")
+    completed = subprocess.run(
+        [sys.executable, str(MULTICAST_BENCH), "--quick", "--sizes", "4", "--profile",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=280, cwd=ROOT, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.stdout.count("timed at the sockets") == 2  # multicast, UDP loop
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "multicast-4-status.prof", "tcp-loop-4-status.prof", "udp-loop-4-status.prof"]
