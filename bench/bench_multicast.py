@@ -276,14 +276,13 @@ async def start_cluster(sizes: tuple[int, ...], keyring: Keyring, codec: str = "
 
 async def start_worker_cluster(sizes: tuple[int, ...], keyring: Keyring, workers: int,
                                codec: str = "xmlrpc") -> Cluster:
-    """The members spread over ``workers`` processes (member ``i`` in worker ``i % workers``,
-    so that every group spans as many processes as it can), each running its members in one
-    event loop (``--serve-members``); the caller in this process. Each worker reads the
-    keyring from a private temporary file, prints its members' addresses and serves until
-    its standard input closes."""
+    """The members spread over ``workers`` processes (1 to ``max(sizes)``; member ``i`` in
+    worker ``i % workers``, so that every group spans as many processes as it can), each
+    running its members in one event loop (``--serve-members``); the caller in this process.
+    Each worker reads the keyring from a private temporary file, prints its members' addresses
+    and serves until its standard input closes."""
     groups = random_groups(sizes)
     largest = max(sizes)
-    workers = max(1, min(workers, largest))
     cluster = Cluster(caller_node(keyring, groups, sizes, codec), groups,
                       urls=[[] for _ in range(largest)])
     try:
