@@ -49,6 +49,7 @@ from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 if TYPE_CHECKING:
     from clusterrpc.client import Client, GroupClient, connect, connect_group
+    from clusterrpc.config import NodeConfig
     from clusterrpc.node import Group, GroupPeer, Node, Peer
     from clusterrpc.rpc.gather import GroupReplies
 
@@ -59,7 +60,8 @@ __version__ = "0.1.0"
 _LAZY = {"Node": "clusterrpc.node", "Peer": "clusterrpc.node", "Group": "clusterrpc.node",
          "GroupPeer": "clusterrpc.node", "GroupReplies": "clusterrpc.rpc.gather",
          "Client": "clusterrpc.client", "connect": "clusterrpc.client",
-         "GroupClient": "clusterrpc.client", "connect_group": "clusterrpc.client"}
+         "GroupClient": "clusterrpc.client", "connect_group": "clusterrpc.client",
+         "NodeConfig": "clusterrpc.config"}
 
 
 def __getattr__(name: str) -> Any:
@@ -99,6 +101,7 @@ __all__ = [
     "LimitExceededError",
     "Limits",
     "Node",
+    "NodeConfig",
     "PacketError",
     "Peer",
     "ReplayError",

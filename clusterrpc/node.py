@@ -19,50 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import math
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from clusterrpc.envelope import DEFAULT_MAX_PACKET
+from clusterrpc.config import Group, GroupConfig, NodeConfig, check_timeout
 from clusterrpc.errors import ConfigurationError, ConnectionClosedError
-from clusterrpc.keyring import Keyring
 from clusterrpc.packet import MULTICAST, Header
 from clusterrpc.rpc.gather import GroupReplies
+from clusterrpc.rpc.protocol import Messenger as PacketMessenger
 from clusterrpc.rpc.proxy import DEFAULT, ProxyRoot
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel
-from clusterrpc.transports.datagrams import (
-    DatagramChannel,
-    DatagramEndpoint,
-    DatagramNetwork,
-    resolve_udp,
-)
-from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
-from clusterrpc.transports.multicast import GroupMember, GroupSender, check_ipv4_group
+from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint, resolve_udp
+from clusterrpc.transports.engine import Messenger, Serving
+from clusterrpc.transports.multicast import GroupMember, GroupSender
 from clusterrpc.transports.streams import StreamChannel, StreamServer
-from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
+from clusterrpc.values import Value
 
-__all__ = ["Group", "GroupPeer", "Node", "Peer", "check_timeout"]
+__all__ = ["Group", "GroupPeer", "Node", "NodeConfig", "Peer", "check_timeout"]
 
 log = logging.getLogger("clusterrpc.node")
-
-
-def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
-    """``timeout`` if it is ``None`` or a positive finite number of seconds; else raise
-    :class:`~clusterrpc.errors.ConfigurationError`."""
-    if timeout is None:
-        return None
-    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-            or not timeout > 0 or not math.isfinite(timeout)):
-        raise ConfigurationError(
-            f"{what} must be a positive number of seconds or None, not {timeout!r}"
-        )
-    return float(timeout)
 
 
 class Peer(ProxyRoot):
@@ -99,24 +79,6 @@ class Peer(ProxyRoot):
         return f"<Peer {self.url}>"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Group:
-    """A named group of nodes that one call reaches (``Node(groups={"all": …})``).
-
-    ``address``: an IP multicast group URL, ``udp://239.192.0.1:7401?iface=127.0.0.1`` (the
-    interface is required; TTL 1 unless ``&ttl=`` says otherwise), or — for networks without
-    IP multicast — a list of the members' unicast ``udp://`` URLs (*fan-out*: one datagram to
-    each). ``members``: the node names expected to answer, when known; then a call reports who
-    did not answer and returns as soon as all did. ``join``: whether this node is a member of a
-    multicast group (serves its calls); a fan-out member serves through its ``udp://`` listen
-    address instead. A plain string or list given in ``groups=`` is ``Group(address=…)``.
-    """
-
-    address: str | Sequence[str]
-    members: Sequence[str] | None = None
-    join: bool = True
-
-
 class GroupPeer(ProxyRoot):
     """Calls to every member of a group at once (``node.group(name)``).
 
@@ -131,17 +93,17 @@ class GroupPeer(ProxyRoot):
     :class:`~clusterrpc.errors.ConnectionClosedError` unless the node is started.
     """
 
-    __slots__ = ("_name", "_node")
+    __slots__ = ("_call_group", "_name")
 
-    def __init__(self, node: Node, name: str) -> None:
+    def __init__(self, call_group: Callable[..., Any], name: str) -> None:
         super().__init__(self._invoke)
-        self._node = node
+        self._call_group = call_group  # Node.call_group
         self._name = name
 
     def _invoke(self, method: str, params: tuple[Any, ...], timeout: Any, oneway: bool, *,
                 quorum: int | None = None, include_self: bool = True) -> Any:
-        return self._node._call_group(self._name, method, params, timeout=timeout,
-                                      oneway=oneway, quorum=quorum, include_self=include_self)
+        return self._call_group(self._name, method, params, timeout=timeout, oneway=oneway,
+                                quorum=quorum, include_self=include_self)
 
     async def call(self, method: str, *params: Value, timeout: Any = DEFAULT,
                    quorum: int | None = None, include_self: bool = True) -> GroupReplies:
@@ -154,133 +116,173 @@ class GroupPeer(ProxyRoot):
         return f"<GroupPeer {self._name}>"
 
 
-def _as_group(name: str, spec: object) -> tuple[Group, Address | None, list[Address]]:
-    """Check one ``groups=`` entry: the group, its multicast address or its fan-out ones."""
-    group = spec if isinstance(spec, Group) else Group(address=spec)  # type: ignore[arg-type]
-    if isinstance(group.address, str):
-        address = parse_address(group.address)
-        if address.multicast:
-            check_ipv4_group(address)
-            if group.members is not None and isinstance(group.members, str):
-                raise ConfigurationError(f"group {name!r}: members is a list of node names")
-            return group, address, []
-        fan_out = [address]
-    else:
-        fan_out = [parse_address(url) for url in group.address]
-    for address in fan_out:
-        if address.scheme != "udp" or address.multicast:
-            raise ConfigurationError(
-                f"group {name!r}: {address} — a group is one multicast udp:// URL (with "
-                "?iface=) or a list of unicast udp:// member URLs"
-            )
-    if not fan_out:
-        raise ConfigurationError(f"group {name!r} has no address")
-    return group, None, fan_out
+class Listener(Protocol):
+    """What a node listens with, whatever the scheme (built from :data:`LISTENERS`)."""
+
+    @property
+    def url(self) -> str:
+        """The address bound (port 0 resolved once started)."""
+
+    async def start(self) -> None:
+        """Bind; raises :class:`~clusterrpc.errors.TransportError` if it cannot."""
+
+    def stop_accepting(self) -> None:
+        """Stop taking new connections (what is open keeps being served)."""
+
+    async def close(self, drain_timeout: float) -> None:
+        """Stop serving and close everything it opened."""
+
+    def http_counters(self) -> dict[str, int]:
+        """Counters of its own beyond the serving ones (HTTP's), or an empty dict."""
+
+
+class _NodeListeners:
+    """What every listener factory gets: the node's configuration, its serving state and the
+    filter for its own excluded multicast calls."""
+
+    __slots__ = ("config", "own_call", "serving", "ssl_context")
+
+    def __init__(self, config: NodeConfig, serving: Serving,
+                 own_call: Callable[[Header], bool]) -> None:
+        self.config = config
+        self.serving = serving
+        self.own_call = own_call
+        self.ssl_context: ssl.SSLContext | None = None
+        if config.tls_certfile is not None and config.tls_keyfile is not None:
+            from clusterrpc.transports.http import server_ssl_context  # noqa: PLC0415
+
+            self.ssl_context = server_ssl_context(config.tls_certfile, config.tls_keyfile)
+
+
+class _StreamListener:
+    def __init__(self, node: _NodeListeners, address: Address) -> None:
+        self.server = StreamServer(address, node.serving,
+                                   max_in_flight=node.config.max_in_flight,
+                                   max_frame=node.serving.messenger.max_packet)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    def stop_accepting(self) -> None:
+        self.server.stop_accepting()
+
+    async def close(self, drain_timeout: float) -> None:
+        await self.server.close()
+
+    def http_counters(self) -> dict[str, int]:
+        return {}
+
+
+class _DatagramListener:
+    def __init__(self, node: _NodeListeners, address: Address) -> None:
+        self.endpoint = _ListeningEndpoint(address, node.serving.messenger,
+                                           serving=node.serving,
+                                           max_in_flight=node.config.max_in_flight,
+                                           own_call=node.own_call)
+        self.endpoint.network = node.config.network
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    async def start(self) -> None:
+        await self.endpoint.start()
+
+    def stop_accepting(self) -> None:
+        """A datagram socket accepts nothing: it keeps serving until closed."""
+
+    async def close(self, drain_timeout: float) -> None:
+        self.endpoint.close()
+
+    def http_counters(self) -> dict[str, int]:
+        return {}
+
+
+class _HttpListener:
+    def __init__(self, node: _NodeListeners, address: Address) -> None:
+        from clusterrpc.transports.http import HttpServer  # noqa: PLC0415 - h11 on use
+
+        config = node.config
+        self.server = HttpServer(
+            address=address, registry=node.serving.dispatcher.registry, keyring=config.keyring,
+            insecure=config.http_insecure, ssl_context=node.ssl_context, limits=config.limits,
+            dispatcher=node.serving.dispatcher,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    def stop_accepting(self) -> None:
+        """HTTP stops accepting in ``close`` (which drains requests in progress)."""
+
+    async def close(self, drain_timeout: float) -> None:
+        await self.server.close(drain_timeout=drain_timeout)
+
+    def http_counters(self) -> dict[str, int]:
+        return dict(self.server.http_counters)
+
+
+LISTENERS: dict[str, Callable[[_NodeListeners, Address], Listener]] = {
+    "tcp": _StreamListener,
+    "unix": _StreamListener,
+    "udp": _DatagramListener,
+    "http": _HttpListener,
+    "https": _HttpListener,
+}
+"""How a node listens on each scheme of its ``listen`` URLs."""
 
 
 class Node:
     """A cluster member: serves its objects' methods and calls other nodes (module docstring).
 
-    ``name``: this node's name in packets (what ``current_call().node`` shows its peers).
-    ``cluster``: the cluster name; packets of other clusters are refused. ``keyring``: signs and
-    verifies packets; ``None`` only with ``insecure=True``, which sends and accepts
-    unauthenticated packets (never across an untrusted network).
-    ``groups``: name → :class:`Group` (or its address) for :meth:`group` calls; the node
-    joins the multicast ones (see :class:`Group`). ``network``: a simulated datagram network
-    (:class:`clusterrpc.testing.MemoryNetwork`) that every UDP socket and group of this node
-    uses instead of the operating system's; then only ``udp://`` listen addresses are allowed.
-    ``listen``: URLs to serve on — ``tcp://``, ``unix://``, ``udp://`` and ``http(s)://``
-    (standard XML-RPC; it needs the keyring's credentials unless ``http_insecure=True``, and
-    TLS via ``tls_certfile``/``tls_keyfile`` for ``https://``). Port 0 picks a free port; see
+    Configured either with keywords — ``Node("n1", cluster=…, keyring=…, listen=[…], …)``, every
+    keyword a field of :class:`~clusterrpc.config.NodeConfig`, which documents them — or with a
+    ready configuration, ``Node(config=NodeConfig(…))`` (what ``clusterrpc serve`` does). The
+    keywords are parsed into :attr:`config` once, here. Port 0 picks a free port; see
     :attr:`addresses` after :meth:`start`.
 
-    ``codec``: how this node encodes its calls (answers use the codec of the call).
-    ``limits`` and ``max_packet`` bound what is accepted. ``max_in_flight``: calls per
-    connection, each way, before back-pressure. ``timeout``: the default per-call timeout of
-    :meth:`peer` (``None``: none). ``drain_timeout``: how long :meth:`stop` waits for calls in
-    flight. ``debug``: fault messages carry tracebacks (they reveal code to callers).
-
-    Raises :class:`~clusterrpc.errors.ConfigurationError` for an invalid configuration.
+    Raises :class:`~clusterrpc.errors.ConfigurationError` for an invalid configuration, and
+    ``TypeError`` for an unknown keyword or for both a name and a ``config``.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        keyring: Keyring | None,
-        listen: Iterable[str] = (),
-        groups: Mapping[str, Group | str | Sequence[str]] | None = None,
-        network: DatagramNetwork | None = None,
-        insecure: bool = False,
-        codec: str | int = "xmlrpc",
-        limits: Limits = DEFAULT_LIMITS,
-        max_packet: int = DEFAULT_MAX_PACKET,
-        max_in_flight: int = 256,
-        timeout: float | None = 30.0,
-        drain_timeout: float = 5.0,
-        replay_window: int = 1024,
-        freshness: float = 30.0,
-        http_insecure: bool = False,
-        tls_certfile: str | None = None,
-        tls_keyfile: str | None = None,
-        debug: bool = False,
-    ) -> None:
-        if isinstance(listen, str):
-            raise ConfigurationError("listen takes a list of URLs, not one string")
-        self.name = name
-        self.cluster = cluster
-        self.keyring = keyring
-        self.timeout = check_timeout(timeout)
-        self.drain_timeout = check_timeout(drain_timeout, "drain_timeout") or 0.0
-        self.max_in_flight = max_in_flight
-        self.limits = limits
-        self.services = ServiceRegistry(debug=debug)
+    def __init__(self, name: str | None = None, *, config: NodeConfig | None = None,
+                 **options: Any) -> None:
+        if config is None:
+            if name is None:
+                raise TypeError("Node() needs a name (or config=NodeConfig(...))")
+            config = NodeConfig.from_options(name, **options)
+        elif name is not None or options:
+            raise TypeError("give Node either config= or a name and keywords, not both")
+        self.config = config
+        self.name = config.name
+        self.cluster = config.cluster
+        self.keyring = config.keyring
+        self.timeout = config.timeout
+        self.services = ServiceRegistry(debug=config.debug)
         self.messenger = Messenger(
-            node=name, cluster=cluster, keyring=keyring, insecure=insecure, codec=codec,
-            limits=limits, max_packet=max_packet, replay_window=replay_window,
-            freshness=freshness,
+            node=config.name, cluster=config.cluster, keyring=config.keyring,
+            insecure=config.insecure, codec=config.codec, limits=config.limits,
+            max_packet=config.max_packet, replay_window=config.replay_window,
+            freshness=config.freshness,
         )  # fmt: skip
-        self.call_server = CallServer(self.messenger, self.services)
-        self._listen = [parse_address(url) for url in listen]
-        self._http_insecure = http_insecure
-        self._ssl_context: ssl.SSLContext | None = None
-        if (tls_certfile is None) != (tls_keyfile is None):
-            raise ConfigurationError("tls_certfile and tls_keyfile go together")
-        if tls_certfile is not None and tls_keyfile is not None:
-            from clusterrpc.transports.http import server_ssl_context  # noqa: PLC0415
-
-            self._ssl_context = server_ssl_context(tls_certfile, tls_keyfile)
-        for address in self._listen:
-            if address.multicast:
-                raise ConfigurationError(f"{address}: multicast groups are not listen addresses")
-            if address.scheme == "https" and self._ssl_context is None:
-                raise ConfigurationError(f"{address} needs tls_certfile and tls_keyfile")
-            if address.scheme == "http" and self._ssl_context is not None:
-                raise ConfigurationError(
-                    f"{address}: a certificate is configured, so listen on https:// instead"
-                )
-            if address.scheme in ("http", "https") and keyring is None and not http_insecure:
-                raise ConfigurationError(
-                    f"{address} needs a keyring for its credentials, or http_insecure=True"
-                )
-        self.network = network
-        if network is not None:
-            for address in self._listen:
-                if address.scheme != "udp":
-                    raise ConfigurationError(
-                        f"{address}: a node on a simulated network listens on udp:// only"
-                    )
-        self._groups = {name: _as_group(name, spec) for name, spec in (groups or {}).items()}
+        self.serving = Serving(self.messenger, self.services)
+        self._listener_context = _NodeListeners(config, self.serving, self._is_own_excluded_call)
+        self._groups: dict[str, GroupConfig] = dict(config.groups)
         self._group_members: list[GroupMember] = []
         self._group_senders: dict[str, GroupSender] = {}
         self._own_calls: set[int] = set()
-        self._stream_servers: list[StreamServer] = []
         self._udp_endpoints: list[DatagramEndpoint] = []
-        self._http_servers: list[Any] = []  # transports.http.HttpServer, imported on use
-        self._listeners: list[Any] = []  # all of the above, in listen order
+        self._listeners: list[Listener] = []
         self._client_udp: dict[int, DatagramEndpoint] = {}
-        self._channels: dict[tuple[str, tuple[str, str] | None], AsyncChannel] = {}
+        self._channels: dict[tuple[str, tuple[str, str] | None], _StartedOnly] = {}
         self._started = False
         self._stopping = False
 
@@ -293,21 +295,27 @@ class Node:
         return self.services.serve(obj, name=name)
 
     @property
+    def started(self) -> bool:
+        """Whether the node is started (between :meth:`start` and :meth:`stop`)."""
+        return self._started
+
+    @property
     def addresses(self) -> list[str]:
         """The URLs this node listens on, in ``listen`` order, with ports resolved once
         started."""
         if not self._started:
-            return [str(address) for address in self._listen]
+            return [str(address) for address in self.config.listen]
         return [listener.url for listener in self._listeners]
 
     @property
     def counters(self) -> dict[str, int]:
-        """Packet-layer counters (accepted, ``refused_*``) and serving counters (calls,
-        one-way calls, faults, one-way errors …)."""
+        """Packet-layer counters (accepted, ``refused_*``), the serving counters of every
+        transport (``spec/rpc.md``, "Counters": calls, one-way calls, faults, one-way errors …)
+        and the HTTP endpoints' own, prefixed ``http_``."""
         counts = self.messenger.counters
-        counts.update(self.call_server.counters)
-        for http in self._http_servers:  # prefixed: HTTP requests are not packets
-            for name, value in http.counters.items():
+        counts.update(self.serving.counters)
+        for listener in self._listeners:
+            for name, value in listener.http_counters().items():
                 counts[f"http_{name}"] = counts.get(f"http_{name}", 0) + value
         return counts
 
@@ -317,51 +325,31 @@ class Node:
         if self._started:
             return
         self._stopping = False
+        network = self.config.network
         try:
-            for address in self._listen:
-                if address.stream:
-                    server = StreamServer(address, self.call_server,
-                                          max_in_flight=self.max_in_flight,
-                                          max_frame=self.messenger.max_packet)
-                    await server.start()
-                    self._stream_servers.append(server)
-                    self._listeners.append(server)
-                elif address.scheme == "udp":
-                    endpoint = _ListeningEndpoint(address, self.messenger,
-                                                  call_server=self.call_server,
-                                                  max_in_flight=self.max_in_flight,
-                                                  own_call=self._is_own_excluded_call)
-                    endpoint.network = self.network
-                    await endpoint.start()
-                    self._udp_endpoints.append(endpoint)
-                    self._listeners.append(endpoint)
-                else:
-                    from clusterrpc.transports.http import HttpServer  # noqa: PLC0415 - h11 on use
-
-                    http = HttpServer(
-                        address=address, registry=self.services, keyring=self.keyring,
-                        insecure=self._http_insecure, ssl_context=self._ssl_context,
-                        limits=self.limits,
-                    )  # fmt: skip
-                    await http.start()
-                    self._http_servers.append(http)
-                    self._listeners.append(http)
-            for index, (name, (group, multicast, fan_out)) in enumerate(self._groups.items()):
-                if multicast is not None and group.join:
-                    member = GroupMember(multicast, self.messenger, call_server=self.call_server,
+            for address in self.config.listen:
+                listener = LISTENERS[address.scheme](self._listener_context, address)
+                await listener.start()
+                self._listeners.append(listener)
+                if isinstance(listener, _DatagramListener):
+                    self._udp_endpoints.append(listener.endpoint)
+            for index, (name, group) in enumerate(self._groups.items()):
+                multicast = group.multicast
+                if multicast is not None and group.group.join:
+                    member = GroupMember(multicast, self.messenger, serving=self.serving,
                                          own_call=self._is_own_excluded_call)
-                    member.network = self.network
+                    member.network = network
                     await member.start()
                     self._group_members.append(member)
                 destinations = ([(multicast.host, multicast.port)] if multicast is not None
-                                else [await resolve_udp(address) for address in fan_out])
+                                else [await resolve_udp(address) for address in group.fan_out])
                 sender = GroupSender(
                     Address("udp", host="0.0.0.0", port=0), self.messenger,  # noqa: S104
                     destinations=destinations, multicast=multicast,
                     # Each group's call ids in a range of their own: see _own_calls.
                     first_call_id=(index + 1) << 48,
                 )  # fmt: skip
-                sender.network = self.network
+                sender.network = network
                 await sender.start()
                 self._group_senders[name] = sender
         except BaseException:
@@ -376,15 +364,18 @@ class Node:
         if not self._started or self._stopping:
             return
         self._stopping = True
-        for server in self._stream_servers:
-            server.stop_accepting()
+        for listener in self._listeners:
+            listener.stop_accepting()
         # Served calls of async methods, and our own calls still waiting for answers.
-        waits = [*self.call_server.tasks]
-        waits += [asyncio.ensure_future(pending.wait_idle()) for pending in self._pendings()]
+        running = self.serving.tasks
+        waits: list[asyncio.Future[Any]] = [*running]
+        waits += [asyncio.ensure_future(endpoint.wait_idle()) for endpoint in self._all_udp()]
+        waits += [asyncio.ensure_future(channel.wait_idle())
+                  for channel in self._channels.values()]
         if waits:
-            _, late = await asyncio.wait(waits, timeout=self.drain_timeout)
+            _, late = await asyncio.wait(waits, timeout=self.config.drain_timeout)
             for waiter in late:
-                if waiter not in self.call_server.tasks:
+                if waiter not in running:
                     waiter.cancel()
         await self._close_transports()
         self._started = False
@@ -398,18 +389,21 @@ class Node:
         if name not in self._groups:
             known = ", ".join(sorted(self._groups)) or "none"
             raise ConfigurationError(f"no group {name!r} (configured groups: {known})")
-        return GroupPeer(self, name)
+        return GroupPeer(self.call_group, name)
 
-    async def _call_group(self, name: str, method: str, params: tuple[Any, ...], *,
-                          timeout: Any, oneway: bool, quorum: int | None,
-                          include_self: bool) -> GroupReplies | None:
+    async def call_group(self, name: str, method: str, params: Sequence[Value], *,
+                         timeout: Any = DEFAULT, oneway: bool = False,
+                         quorum: int | None = None, include_self: bool = True
+                         ) -> GroupReplies | None:
+        """Call ``method`` on every member of the group ``name``: what :class:`GroupPeer`
+        does (see there; ``None`` for one-way)."""
         timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         sender = self._group_senders.get(name)
         if not self._started or sender is None:
             raise ConnectionClosedError(
                 f"node {self.name!r} is not started; use `async with node:` before group calls"
             )
-        group = self._groups[name][0]
+        group = self._groups[name].group
         exclude = None if include_self else self._exclude_own_call
         if oneway:
             await sender.oneway_group(method, params, exclude=exclude)
@@ -426,16 +420,8 @@ class Node:
         asyncio.get_running_loop().call_later(60.0, self._own_calls.discard, call_id)
 
     def _is_own_excluded_call(self, header: Header) -> bool:
-        return (header.sender == self.name and header.epoch == self.messenger.sealer.epoch
+        return (header.sender == self.name and header.epoch == self.messenger.epoch
                 and header.call_id in self._own_calls)
-
-    def _pendings(self) -> list[PendingCalls]:
-        found = [endpoint.pending for endpoint in self._all_udp()]
-        for channel in self._channels.values():
-            inner = channel.inner if isinstance(channel, _StartedOnly) else channel
-            if isinstance(inner, StreamChannel):
-                found.append(inner.pending)
-        return found
 
     def _all_udp(self) -> list[DatagramEndpoint]:
         return [*self._udp_endpoints, *self._client_udp.values(),
@@ -445,18 +431,15 @@ class Node:
         for channel in list(self._channels.values()):
             await channel.aclose()
         self._channels.clear()
-        for endpoint in [*self._all_udp(), *self._group_members]:
+        for endpoint in [*self._client_udp.values(), *self._group_senders.values(),
+                         *self._group_members]:
             endpoint.close()
         self._client_udp.clear()
         self._group_members.clear()
         self._group_senders.clear()
         self._udp_endpoints.clear()
-        for server in self._stream_servers:
-            await server.close()
-        self._stream_servers.clear()
-        for http in self._http_servers:
-            await http.close(drain_timeout=self.drain_timeout)
-        self._http_servers.clear()
+        for listener in self._listeners:
+            await listener.close(self.config.drain_timeout)
         self._listeners.clear()
 
     async def __aenter__(self) -> Node:
@@ -472,7 +455,8 @@ class Node:
              credentials: tuple[str, str] | None = None) -> Peer:
         """A :class:`Peer` for calls to ``url`` (``tcp://``, ``unix://``, ``udp://`` or
         ``http(s)://``), sharing this node's connection to it. ``timeout``: the default for
-        its calls (this node's ``timeout`` if not given).
+        its calls (this node's ``timeout`` if not given). A ``tcp://`` or ``unix://``
+        connection also serves this node's methods to the peer, which may call back on it.
 
         ``http(s)://`` URLs reach any standard XML-RPC server. ``credentials`` (or
         ``user:password@`` in the URL) is the HTTP Basic ``(user, password)`` to present;
@@ -499,21 +483,20 @@ class Node:
         key = (str(address), credentials)
         channel = self._channels.get(key)
         if channel is None:
-            channel = self._new_channel(address, credentials)
+            channel = _StartedOnly(self, self._new_channel(address, credentials))
             self._channels[key] = channel
         return channel
 
     def _new_channel(self, address: Address, credentials: tuple[str, str] | None
                      ) -> AsyncChannel:
         if address.stream:
-            return _StartedOnly(self, StreamChannel(address, self.messenger,
-                                                    max_in_flight=self.max_in_flight))
+            return StreamChannel(address, self.messenger, max_in_flight=self.config.max_in_flight,
+                                 serving=self.serving)
         if address.scheme == "udp":
-            return _StartedOnly(self, DatagramChannel(address, self._udp_endpoint_for))
+            return DatagramChannel(address, self._udp_endpoint_for)
         from clusterrpc.transports.http import HttpChannel  # noqa: PLC0415 - h11 on use
 
-        return _StartedOnly(self, HttpChannel(str(address), credentials=credentials,
-                                              limits=self.limits))
+        return HttpChannel(str(address), credentials=credentials, limits=self.config.limits)
 
     async def _udp_endpoint_for(self, family: int) -> DatagramEndpoint:
         """The UDP socket to send from: a listening one of that family (so peers can answer
@@ -526,8 +509,8 @@ class Node:
             # Any local address, port 0: the socket only receives answers to its own calls.
             host = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
             client = DatagramEndpoint(Address("udp", host=host, port=0), self.messenger,
-                                      call_server=None, max_in_flight=self.max_in_flight)
-            client.network = self.network
+                                      serving=None, max_in_flight=self.config.max_in_flight)
+            client.network = self.config.network
             await client.start()
             self._client_udp[family] = client
         return client
@@ -537,11 +520,10 @@ class _ListeningEndpoint(DatagramEndpoint):
     """A node's ``udp://`` listen socket: as a fan-out group member, it skips the node's own
     calls that asked to exclude it."""
 
-    def __init__(self, address: Address, messenger: Messenger, *, call_server: CallServer,
+    def __init__(self, address: Address, messenger: PacketMessenger, *, serving: Serving,
                  max_in_flight: int, own_call: Callable[[Header], bool]) -> None:
-        super().__init__(address, messenger, call_server=call_server,
-                         max_in_flight=max_in_flight)
         self._own_call = own_call
+        super().__init__(address, messenger, serving=serving, max_in_flight=max_in_flight)
 
     def accepts_call(self, header: Header) -> bool:
         return not (header.flags & MULTICAST and self._own_call(header))
@@ -559,12 +541,16 @@ class _StartedOnly(AsyncChannel):
         self, method: str, params: Sequence[Value], *, timeout: float | None,
         oneway: bool = False,
     ) -> Value:
-        if not self._node._started:
+        if not self._node.started:
             raise ConnectionClosedError(
                 f"node {self._node.name!r} is not started; use `async with node:` or "
                 "`await node.start()` before calling peers"
             )
         return await self.inner.call(method, params, timeout=timeout, oneway=oneway)
+
+    async def wait_idle(self) -> None:
+        """Return once no call through this channel waits for an answer."""
+        await self.inner.wait_idle()
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

@@ -337,7 +337,7 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._broken = False
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add ``data`` from the stream; return the packets it completed, in order."""
         if self._broken:
             raise PacketError("stream already refused; close the connection")

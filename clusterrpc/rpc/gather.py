@@ -218,3 +218,11 @@ class GatherTracker:
         """Stop gathering for ``call_id``; return what arrived so far (``None`` if unknown)."""
         gathering = self._calls.pop(call_id, None)
         return None if gathering is None else gathering.result(timed_out=False)
+
+    def cancel_all(self) -> list[tuple[int, GroupReplies]]:
+        """Stop every gathering (the socket closed); ``(call_id, what arrived)`` for each."""
+        ended = [(call_id, gathering.result(timed_out=False))
+                 for call_id, gathering in self._calls.items()]
+        self._calls.clear()
+        self._deadlines.clear()
+        return ended

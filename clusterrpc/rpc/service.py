@@ -249,6 +249,10 @@ class ServiceRegistry:
         """Every published method name, sorted (``system.*`` included)."""
         return sorted(self._methods)
 
+    def find(self, method: str) -> Method | None:
+        """The published method ``method``, or ``None`` if there is none."""
+        return self._methods.get(method)
+
     def lookup(self, method: str) -> Method:
         """The published method ``method``; raises ``Fault(-32601)`` if there is none."""
         found = self._methods.get(method)

@@ -50,6 +50,11 @@ class AsyncChannel(abc.ABC):
         """Close the channel. Calls still waiting fail with
         :class:`~clusterrpc.errors.ConnectionClosedError`. Idempotent."""
 
+    async def wait_idle(self) -> None:  # noqa: B027 - a default, not an abstract method
+        """Return once no call made through this channel waits for its answer (a node's
+        ``stop`` drains with it; the caller bounds the wait). The default returns at once:
+        a channel whose calls are awaited by their callers alone has nothing to drain."""
+
 
 class BlockingChannel(abc.ABC):
     """The client half of one transport to one endpoint, for threads that block.

@@ -25,24 +25,26 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from clusterrpc.envelope import ReceivedPacket
 from clusterrpc.errors import (
     CallTimeoutError,
+    ClusterRPCError,
     ConfigurationError,
-    ConnectError,
     ConnectionClosedError,
-    DecodeError,
-    EncodeError,
-    Fault,
-    FaultCode,
-    TransportError,
 )
-from clusterrpc.packet import CALL, Header
-from clusterrpc.rpc.calls import CallFailed, CallTracker
+from clusterrpc.packet import Header
+from clusterrpc.rpc.calls import CallSucceeded
+from clusterrpc.rpc.protocol import CallAnswered, Connection, Messenger
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
-from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
-from clusterrpc.transports.streams import describe_os_error, limit_read_size
+from clusterrpc.transports.engine import AsyncDriver, Serving
+from clusterrpc.transports.errors import (
+    CONNECTING,
+    LISTENING,
+    SENDING,
+    map_os_errors,
+    translate,
+)
+from clusterrpc.transports.streams import limit_read_size
 from clusterrpc.values import Value
 
 __all__ = [
@@ -71,14 +73,6 @@ def _sockaddr_text(sockaddr: SockAddr) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-def _check_size(packet: bytes, what: str) -> None:
-    if len(packet) > MAX_DATAGRAM:
-        raise EncodeError(
-            f"{what} of {len(packet)} bytes does not fit in one UDP datagram "
-            f"({MAX_DATAGRAM} bytes at most); use a tcp:// or unix:// address for it"
-        )
-
-
 class DatagramNetwork(typing.Protocol):
     """A simulated datagram network (e.g. :class:`clusterrpc.testing.MemoryNetwork`) that
     endpoints attach to instead of opening sockets."""
@@ -91,31 +85,40 @@ class DatagramNetwork(typing.Protocol):
 
 
 class DatagramEndpoint(asyncio.DatagramProtocol):
-    """One UDP socket of a node (see the module docstring).
+    """One UDP socket of a node (see the module docstring): one
+    :class:`~clusterrpc.rpc.protocol.Connection` in datagram mode, driven on the event loop.
 
-    ``address``: where to bind (``udp://host:port``; port 0 for any). ``call_server``: serves
-    incoming calls; ``None`` for a client-only socket, which drops calls (counted in
+    ``address``: where to bind (``udp://host:port``; port 0 for any). ``serving``: serves
+    incoming calls; ``None`` for a client-only socket, which drops calls (counted as
     ``unexpected``). ``max_in_flight``: normal calls waiting for answers at once.
     ``receive_buffer``: the socket's receive buffer in bytes (``SO_RCVBUF``), asked of the
     kernel, which caps it (``net.core.rmem_max``): datagrams that arrive while it is full are
-    lost, so a node receiving bursts of one-way calls wants a large one.
+    lost, so a node receiving bursts of one-way calls wants a large one. ``first_call_id``:
+    where this socket's call ids start.
 
     When woken for a datagram, the endpoint also reads the ones already queued behind it (up
-    to :data:`DRAIN_BATCH`), instead of asyncio's one per event-loop turn: this is what lets a
-    caller gather the answers of a large group quickly.
+    to :data:`DRAIN_BATCH`), instead of asyncio's one per event-loop turn, and writes the
+    answers of the whole batch at once: this is what lets a caller gather the answers of a
+    large group quickly.
     """
 
     def __init__(self, address: Address, messenger: Messenger, *,
-                 call_server: CallServer | None, max_in_flight: int = 256,
-                 receive_buffer: int = 4 << 20) -> None:
+                 serving: Serving | None, max_in_flight: int = 256,
+                 receive_buffer: int = 4 << 20, first_call_id: int = 1) -> None:
         if address.scheme != "udp":
             raise ConfigurationError(f"{address} is not a UDP address")
         self.address = address
         self.messenger = messenger
-        self.call_server = call_server
-        self.pending = PendingCalls(max_in_flight=max_in_flight)
+        filtered = type(self).accepts_call is not DatagramEndpoint.accepts_call
+        self.connection = Connection(
+            messenger, dispatcher=None if serving is None else serving.dispatcher,
+            transport="udp", stream=False, max_in_flight=max_in_flight,
+            max_running=1 << 30,  # a datagram socket has no backlog to hold: UDP drops
+            max_datagram=MAX_DATAGRAM, accept_call=self.accepts_call if filtered else None,
+            first_call_id=first_call_id,
+        )  # fmt: skip
+        self.driver = AsyncDriver(self.connection, flush=self._flush, serving=serving)
         self.transport: asyncio.DatagramTransport | None = None
-        self.unexpected = 0
         self.send_errors = 0
         self.closed = False
         self.receive_buffer = receive_buffer
@@ -153,12 +156,8 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         host, port = self.address.host, self.address.port
         assert host is not None
         assert port is not None
-        try:
+        with map_os_errors(f"cannot listen on {self.address}", LISTENING):
             sock = self.make_socket() or await _bound_udp_socket(host, port)
-        except OSError as error:
-            raise TransportError(
-                f"cannot listen on {self.address}: {describe_os_error(error)}"
-            ) from error
         with contextlib.suppress(OSError):  # a buffer size the kernel refuses is not fatal
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         try:
@@ -181,7 +180,7 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._drain_socket = None  # the transport closed it
-        self.pending.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
+        self.driver.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error for an earlier datagram (e.g. port unreachable). UDP cannot tell which
@@ -190,11 +189,14 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         log.debug("UDP socket %s: %s", self.url, exc)
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
-        self._receive(data, addr)
+        connection = self.connection
+        now = asyncio.get_running_loop().time()
+        connection.receive_datagram(data, addr, peer=_sockaddr_text(addr), now=now)
         if self._drain_socket is not None:
-            self._drain(self._drain_socket)
+            self._drain(self._drain_socket, connection, now)
+        self.driver.process()
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, connection: Connection, now: float) -> None:
         # asyncio reads one datagram per event-loop turn; the answers to a multicast call
         # arrive together, and a full loop turn for each costs more than handling it. Read what
         # is already queued, never blocking (MSG_DONTWAIT), at most DRAIN_BATCH per wake-up so
@@ -209,53 +211,19 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
             except OSError as error:  # e.g. an ICMP error queued for an earlier datagram
                 self.error_received(error)
                 return
-            self._receive(data, addr)
-
-    def _receive(self, data: bytes, addr: SockAddr) -> None:
-        peer = _sockaddr_text(addr)
-        messenger = self.messenger
-        packet = messenger.open(data, peer=peer)
-        if packet is None:
-            return
-        header = packet.header
-        if header.flags & CALL:
-            if self.call_server is None:
-                self.unexpected += 1
-                return
-            if not self.accepts_call(header):
-                return
-            self.call_server.serve(
-                packet, transport="udp", peer=peer,
-                respond=lambda answer: self._respond(answer, addr, header.call_id,
-                                                     header.codec_id),
-            )  # fmt: skip
-            return
-        self.answer_received(packet)
-
-    def answer_received(self, packet: ReceivedPacket) -> None:
-        """Deliver an authentic answer packet to the call waiting for it."""
-        header = packet.header
-        try:
-            message = self.messenger.decode_answer(packet)
-        except DecodeError as error:
-            self.pending.fail(header.call_id, error)
-            return
-        self.pending.answer(header.call_id, message)
+            connection.receive_datagram(data, addr, peer=_sockaddr_text(addr), now=now)
 
     def accepts_call(self, header: Header) -> bool:
         """Whether to serve this authentic call (subclasses filter; here: all)."""
         return True
 
-    def _respond(self, packet: bytes, addr: SockAddr, call_id: int, codec_id: int) -> None:
-        if self.transport is None or self.transport.is_closing():
+    def _flush(self) -> None:
+        datagrams = self.connection.datagrams_to_send()
+        transport = self.transport
+        if not datagrams or transport is None or transport.is_closing():
             return
-        if len(packet) > MAX_DATAGRAM:
-            packet = self.messenger.seal_answer(call_id, codec_id, Fault(
-                FaultCode.TRANSPORT_ERROR,
-                f"the reply of {len(packet)} bytes does not fit in a UDP datagram; "
-                "call this method over tcp:// or unix://",
-            ))  # fmt: skip
-        self.transport.sendto(packet, addr)
+        for data, destination in datagrams:
+            transport.sendto(data, destination)
 
     async def call(self, destination: SockAddr, method: str, params: Sequence[Value], *,
                    timeout: float | None, oneway: bool = False) -> Value:
@@ -268,33 +236,27 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
             raise ConfigurationError(
                 "a UDP call needs a timeout: a lost datagram is never reported otherwise"
             )
-        pending = self.pending
-        if not oneway and not pending.tracker.has_capacity:
+        driver = self.driver
+        if not oneway and not self.connection.has_capacity:
             try:
                 async with asyncio.timeout(timeout):
-                    await pending.wait_for_slot()
+                    await driver.wait_for_slot()
             except TimeoutError:
                 raise CallTimeoutError(
                     f"call to {method!r} could not start within {timeout:g} s"
                 ) from None
-        outgoing = pending.start(method, params, timeout=timeout, oneway=oneway)
-        try:
-            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway,
-                                              timeout=None if oneway else timeout)
-            _check_size(packet, f"call to {method!r}")
-            self.transport.sendto(packet, destination)
-        except BaseException:
-            pending.cancel(outgoing.call_id)
-            raise
-        if oneway:
-            return None
-        return await pending.wait(outgoing.call_id)
+        return await driver.call(method, params, timeout=timeout, oneway=oneway,
+                                 destinations=(destination,))
+
+    async def wait_idle(self) -> None:
+        """Return once no call of this socket waits for an answer (the caller bounds it)."""
+        await self.driver.wait_idle()
 
     def close(self) -> None:
         """Close the socket; calls still waiting fail with
         :class:`~clusterrpc.errors.ConnectionClosedError`."""
         self.closed = True
-        self.pending.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
+        self.driver.close(ConnectionClosedError(f"UDP socket {self.url} closed"))
         if self.transport is not None:
             self.transport.close()
 
@@ -326,10 +288,8 @@ async def resolve_udp(address: Address) -> SockAddr:
     """The socket address of a ``udp://host:port`` URL (names are resolved, first result).
     Raises :class:`~clusterrpc.errors.ConnectError` if the name does not resolve."""
     loop = asyncio.get_running_loop()
-    try:
+    with map_os_errors(f"cannot resolve {address}", CONNECTING):
         infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_DGRAM)
-    except OSError as error:
-        raise ConnectError(f"cannot resolve {address}: {describe_os_error(error)}") from error
     return tuple(infos[0][4])
 
 
@@ -359,7 +319,9 @@ class DatagramChannel(AsyncChannel):
 
 class BlockingDatagramChannel(BlockingChannel):
     """Calls to one ``udp://`` endpoint from threads that block: a connected UDP socket of
-    its own (so only the endpoint's datagrams are received). Calls take turns (a lock)."""
+    its own (so only the endpoint's datagrams are received) and a
+    :class:`~clusterrpc.rpc.protocol.Connection` in datagram mode. Calls take turns (a
+    lock)."""
 
     def __init__(self, address: Address, messenger: Messenger) -> None:
         if address.scheme != "udp" or address.multicast:
@@ -367,13 +329,14 @@ class BlockingDatagramChannel(BlockingChannel):
         self.address = address
         self.url = str(address)
         self.messenger = messenger
-        self.tracker = CallTracker(max_in_flight=1)
+        self.connection = Connection(messenger, dispatcher=None, transport="udp", stream=False,
+                                     peer=self.url, max_in_flight=1, max_datagram=MAX_DATAGRAM)
         self._socket: socket.socket | None = None
         self._lock = threading.Lock()
         self._closed = False
 
     def _open_socket(self) -> socket.socket:
-        try:
+        with map_os_errors(f"cannot reach {self.url}", CONNECTING):
             infos = socket.getaddrinfo(self.address.host, self.address.port,
                                        type=socket.SOCK_DGRAM)
             family, kind, proto, _, sockaddr = infos[0]
@@ -383,10 +346,6 @@ class BlockingDatagramChannel(BlockingChannel):
             except BaseException:
                 sock.close()
                 raise
-        except OSError as error:
-            raise ConnectError(
-                f"cannot reach {self.url}: {describe_os_error(error)}"
-            ) from error
         return sock
 
     def call(
@@ -403,58 +362,45 @@ class BlockingDatagramChannel(BlockingChannel):
             if self._socket is None:
                 self._socket = self._open_socket()
             sock = self._socket
-            outgoing = self.tracker.start(method, params, now=time.monotonic(),
-                                          timeout=timeout, oneway=oneway)
+            connection = self.connection
+            now = time.monotonic()
+            call_id = connection.send_call(method, params, now=now, timeout=timeout,
+                                           oneway=oneway)
             try:
-                packet = self.messenger.seal_call(outgoing.call_id, outgoing.message,
-                                                  oneway=oneway,
-                                                  timeout=None if oneway else timeout)
-                _check_size(packet, f"call to {method!r}")
-                try:
-                    sock.send(packet)
-                    if oneway:
-                        return None
-                    return self._await_answer(sock, outgoing.call_id, outgoing.deadline, method)
-                except TimeoutError:
-                    raise CallTimeoutError(
-                        f"call to {method!r} at {self.url} got no reply within {timeout:g} s"
-                    ) from None
-                except ConnectionRefusedError as error:
-                    # ICMP port unreachable: nobody listens there (now).
-                    raise ConnectError(f"{self.url}: nobody listens there") from error
-                except OSError as error:
-                    raise TransportError(
-                        f"UDP call to {self.url} failed: {describe_os_error(error)}"
-                    ) from error
+                for data, _ in connection.datagrams_to_send():
+                    sock.send(data)
+                if oneway:
+                    return None
+                assert timeout is not None
+                return self._await_answer(sock, call_id, now + timeout)
+            except ClusterRPCError:
+                raise
+            except TimeoutError:
+                raise CallTimeoutError(
+                    f"call to {method!r} at {self.url} got no reply within {timeout:g} s"
+                ) from None
+            except OSError as error:
+                raise translate(error, f"UDP call to {self.url}", SENDING) from error
             finally:
-                self.tracker.cancel(outgoing.call_id)
+                connection.cancel(call_id)
 
-    def _await_answer(self, sock: socket.socket, call_id: int, deadline: float | None,
-                      method: str) -> Value:
-        messenger = self.messenger
+    def _await_answer(self, sock: socket.socket, call_id: int, deadline: float) -> Value:
+        connection = self.connection
         while True:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                sock.settimeout(left)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
             data = sock.recv(MAX_DATAGRAM + 1)
-            packet = messenger.open(data, peer=self.url)
-            if packet is None or packet.header.flags & CALL:
-                continue
-            header = packet.header
-            try:
-                message = messenger.decode_answer(packet)
-            except DecodeError:
-                if header.call_id == call_id:
-                    raise
-                continue
-            outcome = self.tracker.receive(header.call_id, message)
-            if outcome is None or header.call_id != call_id:
-                continue  # late answer to an earlier call: counted, dropped
-            if isinstance(outcome, CallFailed):
-                raise outcome.error
-            return outcome.value
+            connection.receive_datagram(data, None, peer=self.url, now=time.monotonic())
+            for event in connection.events_received():
+                if type(event) is CallAnswered and event.call_id == call_id:
+                    outcome = event.outcome
+                    if isinstance(outcome, CallSucceeded):
+                        return outcome.value
+                    raise outcome.error
+            # Anything else: a late answer to an earlier call (counted, dropped), a refused
+            # packet, or a call (this side serves none).
 
     def close(self) -> None:
         with self._lock:

@@ -40,6 +40,7 @@ import email.utils
 import hashlib
 import hmac
 import http
+import inspect
 import logging
 import math
 import select
@@ -47,6 +48,7 @@ import socket
 import ssl
 import threading
 import time
+import typing
 import urllib.parse
 from collections.abc import Sequence
 from typing import Final
@@ -70,11 +72,12 @@ from clusterrpc.errors import (
     TransportError,
 )
 from clusterrpc.keyring import Key, Keyring
-from clusterrpc.rpc.context import CallContext
+from clusterrpc.rpc.context import new_call_context
+from clusterrpc.rpc.protocol import NO_ANSWER, Dispatcher
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
-from clusterrpc.transports.streams import describe_os_error
+from clusterrpc.transports.errors import describe_os_error
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 __all__ = [
@@ -314,6 +317,7 @@ class HttpServer:
         insecure: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        dispatcher: Dispatcher | None = None,
         header_timeout: float = 10.0,
         body_timeout: float = 30.0,
         idle_timeout: float = 60.0,
@@ -358,13 +362,13 @@ class HttpServer:
         self.max_connections = max_connections
         self.codec = XmlRpcCodec(limits=limits)
         self._nil_reply = self.codec.encode_reply(None)
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("connections", "requests", "calls", "faults", "oneway_failures", "unauthorized",
-             "bad_requests", "overloaded", "timeouts"), 0,
+        self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(registry)
+        """The serving rules and their counters, shared with a node's packet transports."""
+        self.http_counters: dict[str, int] = dict.fromkeys(
+            ("connections", "requests", "unauthorized", "bad_requests", "overloaded",
+             "timeouts"), 0,
         )  # fmt: skip
-        """``connections`` accepted; HTTP ``requests`` received (complete heads); XML-RPC
-        ``calls`` dispatched; ``faults`` answered (undecodable bodies included);
-        ``oneway_failures`` of one-way methods (not answered, see ``spec/http.md``);
+        """``connections`` accepted; HTTP ``requests`` received (complete heads);
         ``unauthorized`` (401); ``bad_requests`` (400, 404, 405, 413, 431); ``overloaded``
         (503); ``timeouts`` (connections dropped for a slow head or body)."""
         self._path = (address.path or "/RPC2").encode("ascii")
@@ -382,6 +386,14 @@ class HttpServer:
         if self._url is None:
             raise ConnectionClosedError("the HTTP endpoint is not started")
         return self._url
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """:attr:`http_counters` and the dispatcher's serving counters (``calls``,
+        ``oneway_calls``, ``faults``, ``oneway_errors``, ``bad_calls`` …: ``spec/rpc.md``,
+        "Counters"), as a snapshot. The serving counters are the node's when the endpoint
+        belongs to a :class:`~clusterrpc.Node`."""
+        return {**self.http_counters, **self.dispatcher.counters}
 
     @property
     def closing(self) -> bool:
@@ -449,7 +461,7 @@ class HttpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self.counters["connections"] += 1
+        self.http_counters["connections"] += 1
         connection = _ServerConnection(self, reader, writer)
         if self._closing:  # accepted just before close(), started just after it
             await connection.close()
@@ -474,15 +486,14 @@ class HttpServer:
             self._date = (now, email.utils.formatdate(now, usegmt=True).encode("ascii"))
         return self._date[1]
 
-    def _fault(self, code: int, message: str) -> bytes:
-        """The fault response for ``code`` and ``message``, or an ``INTERNAL_ERROR`` fault if
-        they cannot be encoded (an application's message with characters XML cannot carry, a
-        code beyond 32 bits)."""
-        self.counters["faults"] += 1
+    def _fault(self, fault: Fault) -> bytes:
+        """The fault response for ``fault``, or an ``INTERNAL_ERROR`` fault if it cannot be
+        encoded (an application's message with characters XML cannot carry, a code beyond 32
+        bits)."""
         try:
-            return self.codec.encode_fault(code, message)
+            return self.codec.encode_fault(fault.code, fault.message)
         except EncodeError as error:
-            _log.warning("fault %r cannot be encoded (%s); answering %d", code, error,
+            _log.warning("fault %r cannot be encoded (%s); answering %d", fault.code, error,
                          FaultCode.INTERNAL_ERROR)
             return self.codec.encode_fault(
                 FaultCode.INTERNAL_ERROR, f"the fault cannot be encoded: {error.reason}"
@@ -490,44 +501,40 @@ class HttpServer:
 
     async def dispatch(self, body: bytes, *, key_id: str | None, peer: str) -> bytes:
         """Run the XML-RPC request ``body`` and return the response body (a reply or a fault;
-        never raises for anything the body holds). See ``spec/http.md``, "Requests and their
-        answers"."""
-        codec = self.codec
+        never raises for anything the body holds). The serving rules and counters are the
+        :class:`~clusterrpc.rpc.protocol.Dispatcher`'s, as for packets; HTTP differs only where
+        ``spec/http.md`` says ("Requests and their answers"): a one-way method is answered with
+        a nil reply once it has run, and a one-way call that cannot be made is answered with its
+        fault."""
+        dispatcher = self.dispatcher
         try:
-            call = codec.decode_call(body)
+            call = self.codec.decode_call(body)
         except DecodeError as error:
             _log.debug("undecodable request from %s: %s", peer, error)
-            return self._fault(error.fault_code, error.reason)
-        self.counters["calls"] += 1
-        registry = self.registry
+            refusal = dispatcher.undecodable(error, oneway=False, sender="?", peer=peer)
+            assert isinstance(refusal, Fault)
+            return self._fault(refusal)
+        method = self.registry.find(call.method)
+        context = new_call_context(call.method, None, key_id, self._transport, peer, None,
+                                   method is not None and method.oneway, False)
+        answer = dispatcher.start(call, context, answer_refusals=True)
+        if inspect.iscoroutine(answer):
+            answer = await dispatcher.complete(answer, context)
+        if answer is NO_ANSWER:
+            # HTTP has no one-way request: the client waits for a response. The method's own
+            # outcome is not reported, exactly as for a one-way packet; the answer is a nil
+            # reply, sent once the method has run, so calls on a connection stay in order.
+            return self._nil_reply
+        if isinstance(answer, Fault):
+            return self._fault(answer)
         try:
-            method = registry.lookup(call.method)
-            context = CallContext(
-                method=call.method, node=None, key_id=key_id, transport=self._transport,
-                peer=peer, deadline=None, oneway=method.oneway,
-            )  # fmt: skip
-            if method.oneway:
-                # HTTP has no one-way request: the client waits for a response. Bad calls are
-                # answered as faults (the call was never made), but the method's own outcome is
-                # not reported, exactly as for a one-way packet; the answer is a nil reply,
-                # sent once the method has run, so calls on a connection stay in order.
-                registry.check_arguments(method, call.params)
-                try:
-                    await registry.invoke(call, context)
-                except Fault as fault:
-                    self.counters["oneway_failures"] += 1
-                    _log.warning("one-way call %s from %s failed: %s", call.method, peer, fault)
-                return self._nil_reply
-            value = await registry.invoke(call, context)
-        except Fault as fault:
-            return self._fault(fault.code, fault.message)
-        try:
-            return codec.encode_reply(value)
+            return self.codec.encode_reply(typing.cast(Value, answer))
         except EncodeError as error:
             _log.warning("the result of %s cannot be encoded: %s", call.method, error)
-            return self._fault(
+            dispatcher.counters["faults"] += 1
+            return self._fault(Fault(
                 FaultCode.INTERNAL_ERROR, f"the result of {call.method} cannot be encoded: {error}"
-            )
+            ))
 
 
 class _Refused(Exception):
@@ -571,7 +578,7 @@ class _ServerConnection:
                 request = await self._receive_request(deadline)
                 if request is None:
                     return
-                server.counters["requests"] += 1
+                server.http_counters["requests"] += 1
                 if overloaded:
                     raise _Refused(503, "overloaded", [(b"Retry-After", b"1")])
                 if not await self._answer(request):
@@ -589,7 +596,7 @@ class _ServerConnection:
             await self._refuse(_Refused(error.error_status_hint, "bad_requests"))
         except TimeoutError as error:
             if error.errno is None:  # a deadline of ours, not the system's ETIMEDOUT
-                server.counters["timeouts"] += 1
+                server.http_counters["timeouts"] += 1
             _log.debug("dropped %s: request not received in time", self.peer)
         except OSError as error:
             _log.debug("connection from %s broke: %s", self.peer, error)
@@ -708,7 +715,7 @@ class _ServerConnection:
 
     async def _refuse(self, refusal: _Refused) -> None:
         """Answer ``refusal`` with ``Connection: close``, then close gracefully."""
-        self.server.counters[refusal.counter] += 1
+        self.server.http_counters[refusal.counter] += 1
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already under way: nothing more can be said
         headers = [

@@ -1,31 +1,31 @@
 """TCP and Unix-stream transports: length-prefixed packets on a connection (``spec/packet.md``,
 "Framing"), many calls in flight per connection, answers matched by call id in any order.
 
-Server side (:class:`StreamServer`): one :class:`asyncio.Protocol` per connection feeds a
-:class:`~clusterrpc.packet.FrameDecoder`; each authentic call goes to the node's
-:class:`~clusterrpc.transports.engine.CallServer`. Back-pressure: when a connection has
-``max_in_flight`` calls of ``async`` methods still running, or the peer does not read its answers
-(the write buffer is full), the server stops reading from that connection until it catches up.
-Plain methods run inline in arrival order, so one-way calls on one connection run in the order
-they were sent (``async`` ones *start* in that order). A frame over ``max_frame`` breaks
-framing: the connection is closed (counted as ``refused_malformed``); a packet that fails
-authentication is dropped, and the connection keeps serving.
+Every connection, accepted or made, is one :class:`~clusterrpc.rpc.protocol.Connection` driven
+by an :class:`asyncio.Protocol` (:class:`StreamProtocol`): it serves the calls that arrive and
+carries the calls this side makes, both ways at once. Server side (:class:`StreamServer`):
+back-pressure — when a connection has ``max_in_flight`` calls of ``async`` methods still running,
+or the peer does not read its answers (the write buffer is full), the server stops reading from
+that connection until it catches up. Plain methods run inline in arrival order, so one-way calls
+on one connection run in the order they were sent (``async`` ones *start* in that order). A frame
+over ``max_frame`` breaks framing: the connection is closed (counted as ``refused_malformed``); a
+packet that fails authentication is dropped, and the connection keeps serving.
 
-Client side: :class:`StreamChannel` (asyncio) and :class:`BlockingStreamChannel` (a blocking
-socket, for ``clusterrpc.connect``) both use one connection per endpoint, made on first use and
-remade after a failure, and a :class:`~clusterrpc.rpc.CallTracker` for call ids and deadlines.
+Client side: :class:`StreamChannel` (asyncio; it serves the calls the server makes back on the
+same connection when its node gives it a dispatcher) and :class:`BlockingStreamChannel` (a
+blocking socket, for ``clusterrpc.connect``) use one connection per endpoint, made on first use
+and remade after a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
-import select
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -35,18 +35,23 @@ from clusterrpc.errors import (
     CallTimeoutError,
     ClusterRPCError,
     ConfigurationError,
-    ConnectError,
     ConnectionClosedError,
     ConnectionLostError,
-    DecodeError,
-    PacketError,
     TransportError,
 )
-from clusterrpc.packet import CALL, FrameDecoder, frame
-from clusterrpc.rpc.calls import CallFailed, CallOutcome, CallTracker
+from clusterrpc.rpc.calls import CallSucceeded
+from clusterrpc.rpc.protocol import CallAnswered, Connection, ConnectionBroken, Messenger
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
-from clusterrpc.transports.engine import CallServer, Messenger, PendingCalls
+from clusterrpc.transports.engine import AsyncDriver, Serving
+from clusterrpc.transports.errors import (
+    CONNECTING,
+    EXCHANGING,
+    LISTENING,
+    describe_os_error,
+    map_os_errors,
+    translate,
+)
 from clusterrpc.values import Value
 
 __all__ = [
@@ -58,18 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("clusterrpc.transport")
-
-
-def describe_os_error(error: BaseException) -> str:
-    """A short text for an ``OSError`` (``[Errno 111] Connection refused`` →
-    ``connection refused``)."""
-    if isinstance(error, OSError):
-        # asyncio puts its own text in strerror ("Connect call failed (…)"); the errno's
-        # standard text is what a person recognises.
-        text = os.strerror(error.errno) if error.errno else error.strerror
-        if text:
-            return text[0].lower() + text[1:]
-    return str(error) or type(error).__name__
 
 
 def limit_read_size(transport: asyncio.BaseTransport, size: int) -> None:
@@ -97,145 +90,146 @@ def _peer_text(address: Address, peername: Any) -> str:
     return str(peername)
 
 
-# -- server ------------------------------------------------------------------------------------
+# -- one connection, either side --------------------------------------------------------------
 
 
-class _ServerConnection(asyncio.Protocol):
-    """One accepted connection: frames in, calls served, answers out."""
+class StreamProtocol(asyncio.BufferedProtocol):
+    """One stream connection on the event loop: bytes into its
+    :class:`~clusterrpc.rpc.protocol.Connection`, what it queues written out.
 
-    def __init__(self, owner: StreamServer) -> None:
-        self.owner = owner
-        self.server = owner.call_server
-        self.messenger = owner.call_server.messenger
-        self.decoder = FrameDecoder(max_frame=owner.max_frame)
+    Reads go into one preallocated buffer (no allocation per read). ``accepted``: the server's
+    side of a connection, which stops reading while the peer does not read its answers (the
+    caller's side never does: it would stop reading the answers its own writes wait for).
+    """
+
+    def __init__(self, connection: Connection, *, serving: Serving | None, accepted: bool,
+                 on_lost: Any = None) -> None:
+        self.connection = connection
+        self.driver = AsyncDriver(connection, flush=self._flush, serving=serving,
+                                  broken=self._broken)
+        self.accepted = accepted
         self.transport: asyncio.Transport | None = None
-        self.peer = "?"
-        self.running = 0  # calls of async methods still running
-        self.backlog: collections.deque[bytes] = collections.deque()  # frames not yet served
-        self.write_paused = False
-        self.read_paused = False
+        self.lost = False
         self.closing = False
+        self.read_paused = False
+        self.write_paused = False
+        self.write_ready: asyncio.Future[None] | None = None
+        self._buffer = bytearray(STREAM_READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self._on_lost = on_lost  # (protocol, exc) -> error for calls in flight, or None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        limit_read_size(transport, STREAM_READ_SIZE)
-        self.peer = _peer_text(self.owner.address, transport.get_extra_info("peername"))
-        self.owner.connections.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        # Calls still running are left to finish: a one-way call may be followed at once by
-        # the sender's close, and stopping a method halfway is worse than finishing it.
-        self.closing = True
-        self.owner.connections.discard(self)
+    @property
+    def usable(self) -> bool:
+        """Whether calls may still be written on this connection."""
+        return (not self.lost and not self.closing and self.transport is not None
+                and not self.transport.is_closing())
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except PacketError as error:
-            self.messenger.opener.counters.increment(error.counter)
-            log.warning("closing connection from %s: %s", self.peer, error)
-            self._abort()
-            return
-        if self.backlog:
-            self.backlog.extend(frames)
-        else:
-            self.backlog = collections.deque(frames)
-        self._serve_backlog()
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
 
-    def _serve_backlog(self) -> None:
-        """Serve queued frames in order while fewer than ``max_in_flight`` calls run; leave
-        the rest queued (and reading paused) until calls finish."""
-        backlog = self.backlog
-        server = self.server
-        messenger = self.messenger
-        transport_name = self.owner.address.scheme
-        limit = self.owner.max_in_flight
-        while backlog and self.running < limit:
-            if self.closing:
-                backlog.clear()
-                return
-            packet = messenger.open(backlog.popleft(), peer=self.peer)
-            if packet is None:
-                continue  # refused and counted; keep serving the others on this connection
-            if not packet.header.flags & CALL:
-                server.counters["unexpected"] += 1
-                continue
-            task = server.serve(packet, transport=transport_name, peer=self.peer,
-                                respond=self._respond)
-            if task is not None:
-                self.running += 1
-                task.add_done_callback(self._call_done)
-        if backlog or self.running >= limit:
+    def buffer_updated(self, nbytes: int) -> None:
+        connection = self.connection
+        connection.receive_data(self._view[:nbytes], now=asyncio.get_running_loop().time())
+        self.driver.process()
+        if connection.paused:
             self._pause_reading()
 
-    def _respond(self, packet: bytes) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.write(frame(packet))
-
-    def _call_done(self, _task: asyncio.Task[None]) -> None:
-        self.running -= 1
-        if self.backlog:
-            self._serve_backlog()
-        if not self.backlog and self.running < self.owner.max_in_flight and (
-                not self.write_paused):
+    def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self.transport is not None and not self.lost:
+            self.transport.write(data)
+        if self.read_paused and not self.connection.paused and not self.write_paused:
             self._resume_reading()
 
-    def pause_writing(self) -> None:
-        # The peer does not read its answers: stop taking new calls from it.
-        self.write_paused = True
-        self._pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if not self.backlog and self.running < self.owner.max_in_flight:
-            self._resume_reading()
-
-    def _pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None and not self.closing:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None and not self.closing:
-            self.read_paused = False
-            self.transport.resume_reading()
-
-    def eof_received(self) -> bool | None:
-        if self.decoder.buffered:
-            log.debug("connection from %s ended inside a frame (%d bytes dropped)",
-                      self.peer, self.decoder.buffered)
-        # Answers to calls still running are lost with the connection; close our side now.
-        return None
-
-    def _abort(self) -> None:
+    def _broken(self, error: ClusterRPCError) -> None:
+        log.warning("closing connection with %s: %s", self.connection.peer, error)
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
 
+    def eof_received(self) -> bool | None:
+        if self.connection.buffered:
+            log.debug("connection with %s ended inside a frame (%d bytes dropped)",
+                      self.connection.peer, self.connection.buffered)
+        # The peer closed its side (it stopped, or dropped an idle connection): close ours
+        # too; calls in flight fail in connection_lost, and a client's next call reconnects.
+        self.lost = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Served calls still running are left to finish (a one-way call may be followed at
+        # once by the sender's close, and stopping a method halfway is worse than finishing
+        # it); their answers go nowhere.
+        self.lost = True
+        if self._on_lost is not None:
+            error = self._on_lost(self, exc)
+        elif exc is not None:
+            error = ConnectionLostError(
+                f"connection with {self.connection.peer} lost: {describe_os_error(exc)}")
+            error.__cause__ = exc
+        else:
+            error = ConnectionLostError(f"{self.connection.peer} closed the connection")
+        self.driver.close(error)
+        if self.write_ready is not None and not self.write_ready.done():
+            self.write_ready.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.accepted:
+            self._pause_reading()  # the peer does not read its answers: take no new calls
+        if self.write_ready is None or self.write_ready.done():
+            self.write_ready = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.write_ready is not None and not self.write_ready.done():
+            self.write_ready.set_result(None)
+        if self.read_paused and not self.connection.paused:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.lost:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.lost:
+            self.read_paused = False
+            self.transport.resume_reading()
+
     def close(self) -> None:
+        """Close the connection (answers already written are sent first)."""
         self.closing = True
         if self.transport is not None:
             self.transport.close()
 
 
+# -- server ------------------------------------------------------------------------------------
+
+
 class StreamServer:
     """Listens on a ``tcp://`` or ``unix://`` address and serves calls (module docstring).
 
-    ``max_in_flight``: calls of ``async`` methods running per connection before the server stops
-    reading from it. ``max_frame``: the largest packet accepted. For a Unix socket, a stale
-    socket file left by a dead process is replaced; a socket someone still listens on is not.
+    ``serving``: the node's messenger, dispatcher and running calls. ``max_in_flight``: calls of
+    ``async`` methods running per connection before the server stops reading from it (and calls
+    the server makes back on the connection). ``max_frame``: the largest packet accepted. For a
+    Unix socket, a stale socket file left by a dead process is replaced; a socket someone still
+    listens on is not.
     """
 
-    def __init__(self, address: Address, call_server: CallServer, *, max_in_flight: int = 256,
+    def __init__(self, address: Address, serving: Serving, *, max_in_flight: int = 256,
                  max_frame: int) -> None:
         if not address.stream:
             raise ConfigurationError(f"{address} is not a stream address")
         self.address = address
-        self.call_server = call_server
+        self.serving = serving
         self.max_in_flight = max_in_flight
         self.max_frame = max_frame
-        self.connections: set[_ServerConnection] = set()
+        self.connections: set[StreamProtocol] = set()
         self._server: asyncio.Server | None = None
         self._bound: Address | None = None
 
@@ -244,31 +238,27 @@ class StreamServer:
         """The address actually bound (port 0 resolved); the configured one before start."""
         return str(self._bound or self.address)
 
+    def _accept(self) -> StreamProtocol:
+        return _AcceptedProtocol(self)
+
     async def start(self) -> None:
         """Bind and listen. Raises :class:`~clusterrpc.errors.TransportError` (with the
         ``OSError`` as cause) when the address cannot be bound."""
         loop = asyncio.get_running_loop()
         address = self.address
-        try:
+        with map_os_errors(f"cannot listen on {address}", LISTENING):
             if address.scheme == "unix":
                 assert address.path is not None
                 _remove_stale_socket(address.path)
-                self._server = await loop.create_unix_server(
-                    lambda: _ServerConnection(self), address.path
-                )
+                self._server = await loop.create_unix_server(self._accept, address.path)
                 self._bound = address
             else:
                 assert address.port is not None
                 self._server = await loop.create_server(
-                    lambda: _ServerConnection(self), address.host, address.port,
-                    reuse_address=True,
+                    self._accept, address.host, address.port, reuse_address=True,
                 )  # fmt: skip
                 host, port = self._server.sockets[0].getsockname()[:2]
                 self._bound = Address("tcp", host=host, port=port)
-        except OSError as error:
-            raise TransportError(
-                f"cannot listen on {address}: {describe_os_error(error)}"
-            ) from error
 
     def stop_accepting(self) -> None:
         """Stop accepting connections (those open keep being served)."""
@@ -288,6 +278,30 @@ class StreamServer:
         if self.address.scheme == "unix" and self.address.path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address.path)
+
+
+class _AcceptedProtocol(StreamProtocol):
+    """A connection :class:`StreamServer` accepted."""
+
+    def __init__(self, server: StreamServer) -> None:
+        serving = server.serving
+        connection = Connection(
+            serving.messenger, dispatcher=serving.dispatcher, transport=server.address.scheme,
+            max_in_flight=server.max_in_flight, max_running=server.max_in_flight,
+            max_frame=server.max_frame,
+        )  # fmt: skip
+        super().__init__(connection, serving=serving, accepted=True)
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.connection.peer = _peer_text(self.server.address,
+                                          transport.get_extra_info("peername"))
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        super().connection_lost(exc)
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -314,88 +328,6 @@ def _remove_stale_socket(path: str) -> None:
 # -- asyncio client ----------------------------------------------------------------------------
 
 
-class _ClientConnection(asyncio.Protocol):
-    """The client half of one connection: answers in, futures settled."""
-
-    def __init__(self, channel: StreamChannel) -> None:
-        self.channel = channel
-        self.decoder = FrameDecoder(max_frame=channel.messenger.max_packet)
-        self.transport: asyncio.Transport | None = None
-        self.lost = False
-        self.write_ready: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        limit_read_size(transport, STREAM_READ_SIZE)
-
-    @property
-    def usable(self) -> bool:
-        """Whether calls may still be written on this connection."""
-        return not self.lost and self.transport is not None and not self.transport.is_closing()
-
-    def eof_received(self) -> bool | None:
-        # The server closed its side (it stopped, or dropped an idle connection): close
-        # ours too; calls in flight fail in connection_lost and the next call reconnects.
-        self.lost = True
-        return None
-
-    def data_received(self, data: bytes) -> None:
-        channel = self.channel
-        try:
-            frames = self.decoder.feed(data)
-        except PacketError as error:
-            channel.messenger.opener.counters.increment(error.counter)
-            self._fail(ConnectionLostError(f"{channel.url} broke framing: {error}"))
-            return
-        messenger = channel.messenger
-        for data_frame in frames:
-            packet = messenger.open(data_frame, peer=channel.url)
-            if packet is None:
-                continue
-            header = packet.header
-            if header.flags & CALL:
-                channel.unexpected += 1  # this side does not serve calls
-                continue
-            try:
-                message = messenger.decode_answer(packet)
-            except DecodeError as error:
-                channel.pending.fail(header.call_id, error)
-                continue
-            channel.pending.answer(header.call_id, message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        channel = self.channel
-        if channel.connection is self:
-            channel.connection = None
-        if channel.closed:
-            error: ClusterRPCError = ConnectionClosedError(f"channel to {channel.url} closed")
-        elif exc is not None:
-            error = ConnectionLostError(
-                f"connection to {channel.url} lost: {describe_os_error(exc)}"
-            )
-            error.__cause__ = exc
-        else:
-            error = ConnectionLostError(f"{channel.url} closed the connection")
-        channel.pending.fail_all(error)
-        if self.write_ready is not None and not self.write_ready.done():
-            self.write_ready.set_result(None)
-
-    def pause_writing(self) -> None:
-        if self.write_ready is None or self.write_ready.done():
-            self.write_ready = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self.write_ready is not None and not self.write_ready.done():
-            self.write_ready.set_result(None)
-
-    def _fail(self, error: ClusterRPCError) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        self.channel.pending.fail_all(error)
-
-
 class StreamChannel(AsyncChannel):
     """Calls over one TCP or Unix-stream connection, for asyncio code (contract:
     :mod:`clusterrpc.transports.base`).
@@ -405,6 +337,8 @@ class StreamChannel(AsyncChannel):
     first use and remade by the next call after it broke; calls that were in flight when it
     broke fail with :class:`~clusterrpc.errors.ConnectionLostError`. One-way calls are written
     in call order and return once written (waiting while the socket's buffer is full).
+    ``serving``: when given, calls the server makes back on this connection are served with
+    the node's methods (else they are dropped, counted as ``unexpected``).
 
     A peer may close an idle connection at any time (a node stopping does). The channel notices
     when the event loop delivers the close; a call made in the instant before that is written to
@@ -413,48 +347,64 @@ class StreamChannel(AsyncChannel):
     """
 
     def __init__(self, address: Address, messenger: Messenger, *,
-                 max_in_flight: int = 256) -> None:
+                 max_in_flight: int = 256, serving: Serving | None = None) -> None:
         if not address.stream:
             raise ConfigurationError(f"{address} is not a stream address")
         self.address = address
         self.url = str(address)
         self.messenger = messenger
-        self.pending = PendingCalls(max_in_flight=max_in_flight)
-        self.connection: _ClientConnection | None = None
+        self.max_in_flight = max_in_flight
+        self.serving = serving
+        self.protocol: StreamProtocol | None = None
         self.closed = False
-        self.unexpected = 0
-        self._connecting: asyncio.Future[_ClientConnection] | None = None
+        self._connecting: asyncio.Future[StreamProtocol] | None = None
 
-    async def _connect(self) -> _ClientConnection:
+    def _new_protocol(self) -> StreamProtocol:
+        serving = self.serving
+        connection = Connection(
+            self.messenger, dispatcher=None if serving is None else serving.dispatcher,
+            transport=self.address.scheme, peer=self.url, max_in_flight=self.max_in_flight,
+            max_running=self.max_in_flight,
+        )  # fmt: skip
+        return StreamProtocol(connection, serving=serving, accepted=False,
+                              on_lost=self._lost)
+
+    def _lost(self, protocol: StreamProtocol, exc: Exception | None) -> ClusterRPCError:
+        if self.protocol is protocol:
+            self.protocol = None
+        if self.closed:
+            return ConnectionClosedError(f"channel to {self.url} closed")
+        if exc is not None:
+            error = ConnectionLostError(
+                f"connection to {self.url} lost: {describe_os_error(exc)}"
+            )
+            error.__cause__ = exc
+            return error
+        return ConnectionLostError(f"{self.url} closed the connection")
+
+    async def _connect(self) -> StreamProtocol:
         loop = asyncio.get_running_loop()
         address = self.address
-        try:
+        with map_os_errors(f"cannot connect to {self.url}", CONNECTING):
             if address.scheme == "unix":
                 assert address.path is not None
-                _, protocol = await loop.create_unix_connection(
-                    lambda: _ClientConnection(self), address.path
-                )
+                _, protocol = await loop.create_unix_connection(self._new_protocol,
+                                                                address.path)
             else:
                 assert address.host is not None
                 assert address.port is not None
-                _, protocol = await loop.create_connection(
-                    lambda: _ClientConnection(self), address.host, address.port
-                )
-        except OSError as error:
-            raise ConnectError(
-                f"cannot connect to {self.url}: {describe_os_error(error)}"
-            ) from error
+                _, protocol = await loop.create_connection(self._new_protocol, address.host,
+                                                           address.port)
         if self.closed:
-            if protocol.transport is not None:
-                protocol.transport.close()
+            protocol.close()
             raise ConnectionClosedError(f"channel to {self.url} closed")
-        self.connection = protocol
+        self.protocol = protocol
         return protocol
 
-    async def _ensure_connection(self) -> _ClientConnection:
-        connection = self.connection
-        if connection is not None and connection.usable:
-            return connection
+    async def _ensure_connection(self) -> StreamProtocol:
+        protocol = self.protocol
+        if protocol is not None and protocol.usable:
+            return protocol
         # One connect at a time: concurrent first calls share it.
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._connect())
@@ -466,70 +416,71 @@ class StreamChannel(AsyncChannel):
     ) -> Value:
         if self.closed:
             raise ConnectionClosedError(f"channel to {self.url} closed")
-        connection = self.connection
+        protocol = self.protocol
         remaining = timeout
-        if connection is None or not connection.usable or (
-                not oneway and not self.pending.tracker.has_capacity):
+        if protocol is None or not protocol.usable or (
+                not oneway and not protocol.connection.has_capacity):
             loop = asyncio.get_running_loop()
             start = loop.time()
             try:
                 async with asyncio.timeout(timeout):
-                    connection = await self._ensure_connection()
+                    protocol = await self._ensure_connection()
                     if not oneway:
-                        await self.pending.wait_for_slot()
+                        await protocol.driver.wait_for_slot()
             except TimeoutError:
                 raise CallTimeoutError(
                     f"call to {method!r} at {self.url} could not start within {timeout:g} s"
                 ) from None
             if timeout is not None:
                 remaining = max(timeout - (loop.time() - start), 1e-3)
-        pending = self.pending
-        outgoing = pending.start(method, params, timeout=remaining, oneway=oneway)
-        try:
-            packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway,
-                                              timeout=None if oneway else remaining)
-        except BaseException:
-            pending.cancel(outgoing.call_id)
-            raise
-        transport = connection.transport
-        if transport is None or not connection.usable:
-            pending.cancel(outgoing.call_id)
-            raise ConnectionLostError(f"connection to {self.url} lost")
-        transport.write(frame(packet))
-        if oneway:
-            if connection.write_ready is not None and not connection.write_ready.done():
-                await connection.write_ready  # flow control: wait until the buffer drains
+            if not protocol.usable:
+                raise ConnectionLostError(f"connection to {self.url} lost")
+        driver = protocol.driver
+        call_id, waiter = driver.start_call(method, params, timeout=remaining, oneway=oneway)
+        if waiter is None:
+            ready = protocol.write_ready
+            if ready is not None and not ready.done():
+                await ready  # flow control: wait until the buffer drains
             return None
-        return await pending.wait(outgoing.call_id)
+        return await driver.wait(call_id, waiter)
 
     @property
     def in_flight(self) -> int:
         """Calls waiting for their answers."""
-        return self.pending.tracker.in_flight
+        return 0 if self.protocol is None else self.protocol.connection.in_flight
+
+    async def wait_idle(self) -> None:
+        """Return once no call waits for an answer (the caller bounds the wait)."""
+        if self.protocol is not None:
+            await self.protocol.driver.wait_idle()
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self.pending.close(ConnectionClosedError(f"channel to {self.url} closed"))
-        connection = self.connection
-        self.connection = None
-        if connection is not None and connection.transport is not None:
-            connection.transport.close()
+        protocol = self.protocol
+        self.protocol = None
+        if protocol is not None:
+            protocol.driver.close(ConnectionClosedError(f"channel to {self.url} closed"))
+            protocol.close()
 
 
 # -- blocking client ---------------------------------------------------------------------------
+
+_SOCKET_TIMEOUT = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO / SO_SNDTIMEO
 
 
 class BlockingStreamChannel(BlockingChannel):
     """Calls over one TCP or Unix-stream connection from threads that block (contract:
     :mod:`clusterrpc.transports.base`).
 
-    A plain socket, no event loop: the call is sealed, written, and its answer read in the
-    calling thread, so a call costs two system calls and no thread switch. Calls from several
-    threads take turns (a lock). After a timeout the connection stays usable: the late answer
-    is recognised by its call id and dropped. ``connect_timeout`` bounds connecting when the
-    call has no timeout.
+    A plain socket, no event loop: the call is sealed, written with one ``send``, and its
+    answer read with ``recv_into`` a preallocated buffer in the calling thread — two system
+    calls per call, no thread switch. The timeout is the kernel's (``SO_RCVTIMEO`` and
+    ``SO_SNDTIMEO``), set only when it changes, so calls with the same timeout pay nothing for
+    it. Calls from several threads take turns (a lock). After a timeout the connection stays
+    usable: the late answer is recognised by its call id and dropped. ``connect_timeout``
+    bounds connecting when the call has no timeout.
     """
 
     def __init__(self, address: Address, messenger: Messenger, *,
@@ -540,17 +491,18 @@ class BlockingStreamChannel(BlockingChannel):
         self.url = str(address)
         self.messenger = messenger
         self.connect_timeout = connect_timeout
-        self.tracker = CallTracker(max_in_flight=1)
-        self.unexpected = 0
+        self._connection: Connection | None = None
         self._socket: socket.socket | None = None
-        self._decoder = FrameDecoder(max_frame=messenger.max_packet)
+        self._socket_timeout: float | None = None  # what SO_RCVTIMEO/SO_SNDTIMEO hold now
+        self._buffer = bytearray(STREAM_READ_SIZE)
+        self._view = memoryview(self._buffer)
         self._lock = threading.Lock()
         self._closed = False
 
     def _connect(self, timeout: float | None) -> socket.socket:
         address = self.address
         limit = self.connect_timeout if timeout is None else min(timeout, self.connect_timeout)
-        try:
+        with map_os_errors(f"cannot connect to {self.url}", CONNECTING):
             if address.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
@@ -564,19 +516,48 @@ class BlockingStreamChannel(BlockingChannel):
                 assert address.port is not None
                 sock = socket.create_connection((address.host, address.port), timeout=limit)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except TimeoutError as error:
-            raise ConnectError(f"cannot connect to {self.url}: timed out") from error
-        except OSError as error:
-            raise ConnectError(
-                f"cannot connect to {self.url}: {describe_os_error(error)}"
-            ) from error
-        self._decoder = FrameDecoder(max_frame=self.messenger.max_packet)
+            # Blocking from now on; deadlines are the kernel's socket timeouts (_set_timeout).
+            sock.settimeout(None)
+        self._socket_timeout = None
+        self._connection = Connection(self.messenger, dispatcher=None,
+                                      transport=address.scheme, peer=self.url,
+                                      max_in_flight=1)
         return sock
+
+    def _set_timeout(self, sock: socket.socket, seconds: float | None) -> None:
+        if seconds == self._socket_timeout:
+            return
+        if seconds is None:
+            value = _SOCKET_TIMEOUT.pack(0, 0)  # 0: block for ever
+        else:
+            micros = max(int(seconds * 1e6), 1)  # never 0, which would mean "for ever"
+            value = _SOCKET_TIMEOUT.pack(micros // 1_000_000, micros % 1_000_000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._socket_timeout = seconds
 
     def _drop_connection(self) -> None:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        self._connection = None
+
+    def _check_idle_connection(self, sock: socket.socket, connection: Connection) -> bool:
+        """Whether the idle connection still stands: read what arrived while we were idle
+        (late answers: dropped) without blocking; an EOF or a reset means the server closed
+        it, and a call must not be written on a connection known to be dead, since its failure
+        could not be told apart from a server that died while running it. One system call."""
+        try:
+            count = sock.recv_into(self._buffer, STREAM_READ_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not count:
+            return False
+        connection.receive_data(self._view[:count], now=time.monotonic())
+        connection.events_received()  # late answers are counted by the tracker, and dropped
+        return connection.broken is None
 
     def call(
         self, method: str, params: Sequence[Value], *, timeout: float | None,
@@ -585,103 +566,71 @@ class BlockingStreamChannel(BlockingChannel):
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError(f"connection to {self.url} closed")
-            start = time.monotonic()
-            outgoing = self.tracker.start(method, params, now=start, timeout=timeout,
-                                          oneway=oneway)
+            sock = self._socket
+            connection = self._connection
+            if sock is not None and connection is not None and (
+                    not self._check_idle_connection(sock, connection)):
+                self._drop_connection()  # the server closed it while we were idle
+                sock = None
+            if sock is None or self._connection is None:
+                sock = self._socket = self._connect(timeout)
+            connection = self._connection
+            assert connection is not None
+            now = time.monotonic()
+            call_id = connection.send_call(method, params, now=now, timeout=timeout,
+                                           oneway=oneway)
             try:
-                packet = self.messenger.seal_call(outgoing.call_id, outgoing.message,
-                                                  oneway=oneway,
-                                                  timeout=None if oneway else timeout)
-                sock = self._socket
-                if sock is not None and _closed_by_peer(sock):
-                    self._drop_connection()  # the server closed it while we were idle
-                    sock = None
-                if sock is None:
-                    sock = self._socket = self._connect(timeout)
-                return self._exchange(sock, frame(packet), call_id=outgoing.call_id,
-                                      oneway=oneway, deadline=outgoing.deadline, method=method)
+                return self._exchange(sock, connection, call_id, oneway=oneway,
+                                      timeout=timeout, deadline=None if timeout is None
+                                      else now + timeout, method=method)
             finally:
-                self.tracker.cancel(outgoing.call_id)  # a no-op once the call is settled
+                connection.cancel(call_id)  # a no-op once the call is settled
 
-    def _exchange(self, sock: socket.socket, data: bytes, *, call_id: int, oneway: bool,
-                  deadline: float | None, method: str) -> Value:
+    def _exchange(self, sock: socket.socket, connection: Connection, call_id: int, *,
+                  oneway: bool, timeout: float | None, deadline: float | None, method: str
+                  ) -> Value:
         try:
-            sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0))
-            sock.sendall(data)
+            self._set_timeout(sock, timeout)
+            sock.sendall(connection.data_to_send())
             if oneway:
                 return None
+            buffer, view = self._buffer, self._view
             while True:
-                outcome = self._read_answer(sock, call_id, deadline)
-                if outcome is not None:
-                    break
+                try:
+                    count = sock.recv_into(buffer)
+                except BlockingIOError:  # SO_RCVTIMEO passed
+                    raise TimeoutError from None
+                if not count:
+                    self._drop_connection()
+                    raise ConnectionLostError(f"{self.url} closed the connection")
+                connection.receive_data(view[:count], now=time.monotonic())
+                for event in connection.events_received():
+                    if type(event) is CallAnswered and event.call_id == call_id:
+                        outcome = event.outcome
+                        if isinstance(outcome, CallSucceeded):
+                            return outcome.value
+                        raise outcome.error
+                    if type(event) is ConnectionBroken:
+                        self._drop_connection()
+                        raise event.error
+                # Not our answer yet (a partial frame, or a late answer): wait for the rest of
+                # the time left.
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    self._set_timeout(sock, left)
+        except ClusterRPCError:
+            raise  # some of ours are OSErrors too (ConnectionError, TimeoutError)
         except TimeoutError:
             raise CallTimeoutError(
-                f"call to {method!r} at {self.url} got no reply within the timeout"
+                f"call to {method!r} at {self.url} got no reply within {timeout or 0:g} s"
             ) from None
         except OSError as error:
             self._drop_connection()
-            raise ConnectionLostError(
-                f"connection to {self.url} lost: {describe_os_error(error)}"
-            ) from error
-        if isinstance(outcome, CallFailed):
-            raise outcome.error
-        return outcome.value
-
-    def _read_answer(self, sock: socket.socket, call_id: int, deadline: float | None
-                     ) -> CallOutcome | None:
-        """Read until a frame arrives; return the outcome if it answers ``call_id``."""
-        messenger = self.messenger
-        while True:
-            if deadline is not None:
-                sock.settimeout(max(deadline - time.monotonic(), 0) or 1e-6)
-            data = sock.recv(STREAM_READ_SIZE)
-            if not data:
-                self._drop_connection()
-                raise ConnectionLostError(f"{self.url} closed the connection")
-            try:
-                frames = self._decoder.feed(data)
-            except PacketError as error:
-                self._drop_connection()
-                raise ConnectionLostError(f"{self.url} broke framing: {error}") from None
-            result: CallOutcome | None = None
-            for data_frame in frames:
-                packet = messenger.open(data_frame, peer=self.url)
-                if packet is None:
-                    continue
-                header = packet.header
-                if header.flags & CALL:
-                    self.unexpected += 1
-                    continue
-                if header.call_id != call_id:
-                    # A late answer to a call that timed out: counted as late, dropped.
-                    with contextlib.suppress(DecodeError):
-                        self.tracker.receive(header.call_id, messenger.decode_answer(packet))
-                    continue
-                try:
-                    message = messenger.decode_answer(packet)
-                except DecodeError as error:
-                    self.tracker.cancel(call_id)
-                    raise error from None
-                result = self.tracker.receive(call_id, message)
-            if result is not None or frames:
-                return result
+            raise translate(error, f"connection to {self.url} lost", EXCHANGING) from error
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._drop_connection()
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """Whether the peer has closed ``sock`` (an EOF or a reset is pending), checked without
-    blocking: a call must not be written on a connection known to be dead, since its failure
-    could not be told apart from a server that died while running it."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
