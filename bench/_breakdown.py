@@ -17,6 +17,7 @@ from typing import Any
 from clusterrpc import Keyring, Node, remote
 from clusterrpc.codecs import CallMessage
 from clusterrpc.packet import FrameDecoder, frame
+from clusterrpc.rpc.protocol import Connection
 from clusterrpc.transports.engine import Messenger
 
 ROUNDS = 5
@@ -46,7 +47,8 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
     node = Node("bench-server", cluster=cluster, keyring=keyring)
     node.serve(Election(), name="election")
     server = node.messenger
-    call_server = node.call_server
+    serving = Connection(server, dispatcher=node.serving.dispatcher, transport="tcp",
+                         peer="bench")
     client = Messenger(node="client.bench.1.000000", cluster=cluster, keyring=keyring)
     message = CallMessage("election.vote", (ballot,))
     codec = client.codec
@@ -77,12 +79,9 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
     def ints(n: int) -> int:
         return n
 
-    sink: list[bytes] = []
-
     def serve(packet: bytes) -> None:
-        received = server.open(packet, peer="bench")
-        assert received is not None
-        call_server.serve(received, transport="tcp", peer="bench", respond=sink.append)
+        serving.receive_data(frame(packet), now=0.0)
+        serving.data_to_send()
 
     def decode_call(packet: bytes) -> None:
         received = server.open(packet, peer="bench")
@@ -95,14 +94,15 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
         client.decode_answer(received)
 
     def round_trip(_: int) -> None:
-        decoder_in = FrameDecoder(max_frame=1 << 20)
-        decoder_out = FrameDecoder(max_frame=1 << 20)
+        # Both sides through the connection protocol, as the transports drive it.
+        calling = Connection(client, dispatcher=None, transport="tcp", peer="bench",
+                             max_in_flight=1)
         for _ in range(count):
-            packet = client.seal_call(next(ids), message)
-            for data in decoder_in.feed(frame(packet)):
-                serve(data)
-            for data in decoder_out.feed(frame(sink.pop())):
-                answer(data)
+            call_id = calling.send_call("election.vote", (ballot,), now=0.0, timeout=None)
+            serving.receive_data(calling.data_to_send(), now=0.0)
+            calling.receive_data(serving.data_to_send(), now=0.0)
+            (answered,) = calling.events_received()
+            assert answered.call_id == call_id
 
     rows: list[tuple[str, float]] = [
         ("client: codec encode_call (xmlrpc)",
@@ -116,7 +116,7 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
         ("server: open + codec decode_call", _best(calls, each(decode_call), count)),
         ("server: codec decode_call alone", _best(
             ints, repeat(lambda: codec.decode_call(body)), count)),
-        ("server: open + CallServer.serve (decode, dispatch, seal answer)",
+        ("server: Connection.receive_data (open, decode, dispatch, seal answer)",
          _best(calls, each(serve), count)),
         ("server: Messenger.seal_answer (encode reply + header + HMAC)",
          _best(ints, repeat(lambda: server.seal_answer(1, codec.codec_id, reply)), count)),
@@ -124,10 +124,9 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
          _best(answers, each(answer), count)),
         ("client: codec decode_response alone",
          _best(ints, repeat(lambda: codec.decode_response(reply_body)), count)),
-        ("whole call in one process (both sides, framing, no sockets)",
+        ("whole call in one process (both Connections, framing, no sockets)",
          _best(ints, round_trip, count)),
     ]
-    sink.clear()
 
     # The same serialization work done by the other contenders (no authentication in either).
     args = (ballot,)

@@ -725,15 +725,16 @@ async def oneway_section(cluster: Cluster, sizes: tuple[int, ...], mode: Mode, o
 # -- profiling -------------------------------------------------------------------------------------
 
 STAGES = [  # (file suffix, function): the stages of a call, for the profile summary
-    ("multicast.py", "call_group"), ("multicast.py", "_send_all"),
-    ("multicast.py", "answer_received"), ("multicast.py", "answer"),
-    ("gather.py", "receive"), ("gather.py", "start"), ("multicast.py", "_arm_timer"),
-    ("datagrams.py", "datagram_received"), ("datagrams.py", "answer_received"),
-    ("datagrams.py", "call"), ("datagrams.py", "_respond"),
-    ("streams.py", "data_received"), ("streams.py", "call"),
-    ("engine.py", "serve"), ("engine.py", "open"), ("engine.py", "seal_call"),
-    ("engine.py", "seal_answer"), ("engine.py", "decode_answer"), ("engine.py", "wait"),
-    ("engine.py", "answer"), ("engine.py", "start"),
+    ("multicast.py", "call_group"), ("engine.py", "call_group"), ("engine.py", "call"),
+    ("engine.py", "process"), ("engine.py", "_handle"),
+    ("protocol.py", "send_group_call"), ("protocol.py", "send_call"),
+    ("protocol.py", "receive_datagram"), ("protocol.py", "_receive"), ("protocol.py", "_serve"),
+    ("protocol.py", "_answer_received"), ("protocol.py", "_send_answer"),
+    ("protocol.py", "open"), ("protocol.py", "seal_call"), ("protocol.py", "seal_answer"),
+    ("protocol.py", "decode_answer"), ("protocol.py", "start"),
+    ("gather.py", "receive"), ("gather.py", "start"),
+    ("datagrams.py", "datagram_received"), ("datagrams.py", "_flush"), ("datagrams.py", "call"),
+    ("streams.py", "buffer_updated"), ("streams.py", "call"),
     ("envelope.py", "open"), ("envelope.py", "seal"), ("envelope.py", "decode"),
     ("selectors.py", "select"), ("base_events.py", "_run_once"),
     ("selector_events.py", "_read_ready"), ("selector_events.py", "sendto"),
@@ -771,28 +772,30 @@ def print_profile(path: Path, ops: int, title: str, out: Any, top: int = 25) -> 
 
 
 class Stopwatch:
-    """Wall time spent handling each datagram an endpoint receives (``_receive``: everything a
-    datagram's arrival causes there, synchronously: open, decode, serve, answer, gather; not
-    the reading itself)."""
+    """Wall time spent handling each datagram an endpoint receives (its connection's
+    ``receive_datagram``: everything a datagram's arrival causes there, synchronously: open,
+    decode, serve, seal the answer, gather; not the reading itself, nor the ``sendto`` of the
+    answers, which the endpoint writes once per batch)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.calls = 0
 
     def wrap(self, endpoint: Any) -> Callable[[], None]:
-        received = endpoint._receive
+        connection = endpoint.connection
+        received = connection.receive_datagram
         clock = time.perf_counter
 
-        def timed(data: bytes, addr: Any) -> None:
+        def timed(data: bytes, addr: Any, **options: Any) -> None:
             started = clock()
             try:
-                received(data, addr)
+                received(data, addr, **options)
             finally:
                 self.seconds += clock() - started
                 self.calls += 1
 
-        endpoint._receive = timed  # looked up on the instance, for every datagram
-        return lambda: endpoint.__dict__.pop("_receive", None)
+        connection.receive_datagram = timed  # looked up on the instance, for every datagram
+        return lambda: connection.__dict__.pop("receive_datagram", None)
 
 
 async def split_times(cluster: Cluster, size: int, op: Op, name: str, ops: int, out: Any,

@@ -416,7 +416,7 @@ def test_oneway_over_http(serve: Served) -> None:
         assert remote_proxy.demo.record(5) is None  # a nil reply, once the method has run
         assert serve.demo.recorded == [5]
         assert remote_proxy.demo.fail() is None  # the method's failure is not reported ...
-        assert server.counters["oneway_failures"] == 1  # ... but counted
+        assert server.counters["oneway_errors"] == 1  # ... but counted
         with pytest.raises(xmlrpc.client.Fault) as bad:  # a call that cannot be made is
             remote_proxy.demo.record("x")
         assert bad.value.faultCode == FaultCode.INVALID_PARAMS

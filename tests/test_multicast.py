@@ -153,7 +153,7 @@ def test_oneway_multicast_reaches_everyone_and_nothing_comes_back() -> None:
             assert [node.counters["oneway_calls"] for node in nodes] == [2] * 4
             assert [node.counters["oneway_errors"] for node in nodes] == [1] * 4
             sender = nodes[0]._group_senders["all"]
-            assert sender.gather.tracker.late_replies == 0  # no answer packet at all
+            assert sender.connection.late_replies == 0  # no answer packet at all
         finally:
             await stopped(nodes)
 

@@ -402,7 +402,7 @@ class _Probe(DatagramEndpoint):
 
     def __init__(self, address: str) -> None:
         messenger = Messenger(node="probe", cluster=CLUSTER, keyring=KEYRING)
-        super().__init__(parse_address(address), messenger, call_server=None)
+        super().__init__(parse_address(address), messenger, serving=None)
         self.received: list[tuple[bytes, tuple[Any, ...]]] = []
         self.errors: list[Exception] = []
         self.lost = 0

@@ -96,6 +96,8 @@ _FLAGS_REPLY = int(REPLY)
 _FLAGS_FAULT = int(FAULT)
 _ONEWAY = int(ONEWAY)
 
+_SMALL_MULTICAST = "multicast payloads must be small"
+
 ONEWAY_ID_BASE: Final = 1 << 63
 """One-way multicast calls take ids from the top half of the id space: no answer ever matches
 them, and they never collide with the ids of calls waiting for answers."""
@@ -650,6 +652,12 @@ class Connection:
         return self.calls.has_capacity
 
     @property
+    def late_replies(self) -> int:
+        """Answers that matched no call waiting (late, duplicated, or for a one-way call):
+        counted, dropped."""
+        return self.calls.late_replies + self.gathers.late_replies
+
+    @property
     def in_flight(self) -> int:
         """Normal and multicast calls waiting for their answers."""
         return self.calls.in_flight + self.gathers.in_flight
@@ -670,7 +678,8 @@ class Connection:
         try:
             packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway,
                                               timeout=None if oneway else timeout)
-            self._queue_call(packet, f"call to {method!r}", destinations)
+            self._queue_call(packet, f"call to {method!r}", destinations,
+                             "UDP datagram", "use a tcp:// or unix:// address for it")
         except BaseException:
             self.calls.cancel(outgoing.call_id)
             raise
@@ -691,7 +700,8 @@ class Connection:
                                               multicast=True, timeout=timeout)
             if before_send is not None:
                 before_send(call_id)
-            self._queue_call(packet, f"multicast call to {method!r}", destinations)
+            self._queue_call(packet, f"multicast call to {method!r}", destinations, "datagram",
+                             _SMALL_MULTICAST)
         except BaseException:
             self.gathers.cancel(call_id)
             raise
@@ -709,18 +719,20 @@ class Connection:
                                           oneway=True, multicast=True)
         if before_send is not None:
             before_send(call_id)
-        self._queue_call(packet, f"multicast call to {method!r}", destinations)
+        self._queue_call(packet, f"multicast call to {method!r}", destinations, "datagram",
+                         _SMALL_MULTICAST)
         return call_id
 
-    def _queue_call(self, packet: bytes, what: str, destinations: Sequence[Destination]) -> None:
+    def _queue_call(self, packet: bytes, what: str, destinations: Sequence[Destination],
+                    unit: str, advice: str) -> None:
         if self.stream:
             self._out.append(len(packet).to_bytes(4, "big") + packet)
             return
         limit = self.max_datagram
         if limit and len(packet) > limit:
             raise EncodeError(
-                f"{what} of {len(packet)} bytes does not fit in one datagram ({limit} bytes at "
-                "most); use a tcp:// or unix:// address for it"
+                f"{what} of {len(packet)} bytes does not fit in one {unit} ({limit} bytes at "
+                f"most); {advice}"
             )
         self._datagrams.extend((packet, destination) for destination in destinations)
 

@@ -602,7 +602,8 @@ class BlockingStreamChannel(BlockingChannel):
                     raise TimeoutError from None
                 if not count:
                     self._drop_connection()
-                    raise ConnectionLostError(f"{self.url} closed the connection")
+                    raise ConnectionLostError(
+                        f"connection to {self.url} lost: the server closed it")
                 connection.receive_data(view[:count], now=time.monotonic())
                 for event in connection.events_received():
                     if type(event) is CallAnswered and event.call_id == call_id:
