@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import inspect
-import logging
 import typing
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any, Final
@@ -87,7 +86,19 @@ __all__ = [
     "NoAnswer",
 ]
 
-log = logging.getLogger("clusterrpc.transport")
+
+
+class _Log:
+    """The ``clusterrpc.transport`` logger, imported on first use: :mod:`logging` imports
+    :mod:`threading`, which the sans-I/O core must not pull in (the import tests check)."""
+
+    def __getattr__(self, level: str) -> Any:
+        import logging  # noqa: PLC0415 - see the class docstring
+
+        return getattr(logging.getLogger("clusterrpc.transport"), level)
+
+
+log: Any = _Log()
 
 _FLAGS_CALL = int(CALL)
 _FLAGS_ONEWAY_CALL = int(CALL | ONEWAY)
@@ -157,7 +168,10 @@ class Messenger:
             max_packet=max_packet,
         )  # fmt: skip
         self.max_packet = max_packet
-        self._open = self.opener.open
+        self.authenticate = self.opener.open
+        """``opener.open``: authenticate a packet at a wall-clock time, raising
+        :class:`~clusterrpc.errors.AuthenticationError` for a refusal (counted). The hot path's
+        form of :meth:`open`."""
         self._seal = self.sealer.seal
         self._encode_call = self.codec.encode_call
         self._codec_id = self.codec.codec_id
@@ -210,7 +224,7 @@ class Messenger:
         refusal is counted in :attr:`counters` and logged at debug level, naming ``peer``).
         The caller must drop a refused packet without answering it."""
         try:
-            return self._open(data, now=self.clock())
+            return self.authenticate(data, now=self.clock())
         except AuthenticationError as error:
             log.debug("refused a packet from %s: %s", peer, error)
             return None
@@ -534,9 +548,13 @@ class Connection:
         return self._decoder.buffered
 
     def _receive(self, data: bytes, source: object, peer: str) -> None:
-        packet = self.messenger.open(data, peer=peer)
-        if packet is None:
-            return  # refused and counted; the conversation goes on
+        messenger = self.messenger
+        try:
+            packet = messenger.authenticate(data, now=messenger.clock())
+        except AuthenticationError as error:
+            # Refused and counted by the opener; the conversation goes on.
+            log.debug("refused a packet from %s: %s", peer, error)
+            return
         header = packet.header
         if header.flags & _FLAGS_CALL:
             if self.dispatcher is None:
@@ -622,7 +640,7 @@ class Connection:
     def _answer_received(self, packet: ReceivedPacket) -> None:
         header = packet.header
         call_id = header.call_id
-        if call_id in self.gathers:
+        if self.gathers.in_flight and call_id in self.gathers:
             try:
                 message = self.messenger.decode_answer(packet)
             except DecodeError:
