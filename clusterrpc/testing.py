@@ -1,4 +1,4 @@
-"""Testing tools: an in-memory datagram network with fault injection.
+"""Testing tools: an in-memory datagram network with fault injection, and a virtual clock.
 
 A :class:`MemoryNetwork` stands in for the operating system's UDP stack. Nodes (and any
 :class:`~clusterrpc.transports.datagrams.DatagramEndpoint`) attach to it with
@@ -57,14 +57,36 @@ same fate whatever happens on other links, and a test that sends the same datagr
 order sees the same outcome in every run: the same counters and, with ``trace=True``, the same
 :attr:`~MemoryNetwork.events`. Datagrams without delay arrive in the order they were sent
 (reordering by :meth:`~MemoryNetwork.reorder` is by position, not by time); delayed ones in
-order of due time, which is exact for equal delays, while datagrams drawn different delays
-from a range keep their order between runs only when their due times differ by more than the
-event loop's timing jitter.
+order of due time, which is exact for equal delays. On a real clock, datagrams drawn different
+delays from a range keep their order between runs only when their due times differ by more than
+the event loop's timing jitter; on a :class:`VirtualClock` (below) there is no jitter, and the
+whole simulation (which datagram arrives when, every timeout) is the same in every run.
+
+**Time.** The network reads no clock of its own: due times, holds and :meth:`~MemoryNetwork.settle`
+use the running event loop's ``time()``, ``call_at`` and ``call_later``. So it runs on real time
+under an ordinary event loop, and on virtual time under a :class:`VirtualClock`'s loop, where a
+simulation with minutes of delays and timeouts finishes in milliseconds::
+
+    clock = VirtualClock(autojump_threshold=0)     # jump to the next timer whenever idle
+    run(scenario(), clock=clock)                   # like asyncio.run, on the clock's loop
+
+**Virtual time.** :class:`VirtualClock` is modelled on trio's ``MockClock``: its time starts at
+``start`` and advances only at ``rate`` virtual seconds per real second (0 by default: it stands
+still), by :meth:`~VirtualClock.jump`, and, with a finite ``autojump_threshold``, by itself
+whenever its event loop (:meth:`VirtualClock.new_event_loop`, a :class:`VirtualEventLoop`) has
+nothing to run and no I/O has arrived for that many real seconds: it then jumps straight to the
+loop's next timer, so ``await asyncio.sleep(3600)`` returns at once and timers fire in order of
+due time. Everything that asks the loop for the time (``loop.time()``, ``call_later``,
+``asyncio.sleep``, ``asyncio.timeout``, ``wait_for``, the call and gather deadlines of nodes)
+sees virtual time; real sockets keep working on the loop. :func:`run` runs a coroutine on such
+a loop, like :func:`asyncio.run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import errno
 import heapq
@@ -72,16 +94,34 @@ import ipaddress
 import itertools
 import math
 import random
+import selectors
+import threading
 import time
-from collections.abc import Callable, Collection, Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from clusterrpc.errors import ConfigurationError, TransportError
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.datagrams import MAX_DATAGRAM, DatagramEndpoint
 from clusterrpc.transports.multicast import GroupSender
 
-__all__ = ["Datagram", "MemoryNetwork", "MemoryTransport", "Rule", "Selector"]
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
+__all__ = [
+    "Datagram",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "Rule",
+    "Selector",
+    "VirtualClock",
+    "VirtualEventLoop",
+    "run",
+]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 Selector = str | Collection[str] | None
 """Which sockets a rule applies to: a node name, a host address, ``"host:port"`` (IPv6 as
@@ -800,3 +840,273 @@ class MemoryNetwork:
     def __repr__(self) -> str:
         return (f"<MemoryNetwork seed={self.seed} sockets={len(self._sockets)} "
                 f"in_flight={self.in_flight}>")
+
+
+# -- virtual time ------------------------------------------------------------------------------
+
+_MAX_REAL_WAIT = 86400.0
+"""The longest real wait of one ``select()`` (as asyncio's own limit; every selector takes it)."""
+
+
+def _clock_number(value: object, what: str, *, infinite: bool = False) -> float:
+    """``value`` as a float >= 0 (``inf`` only if ``infinite``), else ``TypeError`` (not a
+    number) or ``ValueError`` (negative, NaN, infinite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if math.isnan(number) or number < 0 or (math.isinf(number) and not infinite):
+        bound = "a number >= 0 (inf allowed)" if infinite else "a finite number >= 0"
+        raise ValueError(f"{what} must be {bound}, not {value!r}")
+    return number
+
+
+def _wake_up() -> None:
+    """A callback that does nothing: scheduled to make a loop recompute its wait."""
+
+
+class VirtualClock:
+    """A clock for tests whose time is under the test's control (trio's ``MockClock``).
+
+    ``start``: the time it reads at first (any finite number; event loops usually start near
+    the machine's uptime, a virtual clock at 0). ``rate``: virtual seconds that pass per real
+    second (0, the default, stands the clock still; 1 runs it at real speed from ``start``; 10
+    ten times faster). ``autojump_threshold``: real seconds its event loop may sit idle before
+    the clock jumps to the loop's next timer (``inf``, the default, never; 0 at once).
+
+    The contract:
+
+    * :meth:`current_time` never goes backwards. Time moves in three ways only: at ``rate``,
+      by :meth:`jump`, and by autojump. Changing ``rate`` never changes the current reading:
+      the new rate applies from then on.
+    * Autojump (a finite threshold) applies to the loops made by :meth:`new_event_loop`. A loop
+      is idle when it has no callback ready to run, no work outstanding in its executor
+      (``run_in_executor``, ``asyncio.to_thread``, ``getaddrinfo``) and a timer scheduled; if it
+      stays so, with no I/O arriving on its sockets, for ``autojump_threshold`` real seconds,
+      the clock jumps exactly to that timer's due time (at most one day at a time) and the loop
+      runs it. Timers thus fire in order of due time, each at its due time on this clock, and
+      ``await asyncio.sleep(3600)`` in an otherwise idle loop returns after about
+      ``autojump_threshold`` real seconds. A loop with no timer scheduled waits for I/O as any
+      event loop does. Work the clock cannot see (another process, a thread of your own)
+      races with autojump: give such tests a threshold longer than that work takes (0 is for
+      simulations inside the loop, such as a :class:`MemoryNetwork`).
+    * With ``autojump_threshold=inf`` the loop behaves like an ordinary event loop whose time
+      runs at ``rate``: a timer ``d`` seconds ahead fires after ``d / rate`` real seconds
+      (never, at rate 0, unless the clock is jumped).
+    * The clock is thread-safe. :meth:`jump` and the setters wake up its running loops, so a
+      jump from another thread takes effect at once. Several loops may share one clock; each
+      autojumps on its own, and a jump moves the time of all.
+
+    A clock holds no global state: make one per test.
+    """
+
+    __slots__ = ("__weakref__", "_autojump_threshold", "_base", "_lock", "_loops", "_rate",
+                 "_real_base")
+
+    def __init__(self, *, start: float = 0.0, rate: float = 0.0,
+                 autojump_threshold: float = math.inf) -> None:
+        if isinstance(start, bool) or not isinstance(start, int | float):
+            raise TypeError(f"start must be a number, not {type(start).__name__}")
+        if not math.isfinite(start):
+            raise ValueError(f"start must be a finite number, not {start!r}")
+        self._lock = threading.Lock()
+        self._base = float(start)
+        self._real_base = time.monotonic()
+        self._rate = _clock_number(rate, "rate")
+        self._autojump_threshold = _clock_number(autojump_threshold, "autojump_threshold",
+                                                 infinite=True)
+        self._loops: weakref.WeakSet[VirtualEventLoop] = weakref.WeakSet()
+
+    def current_time(self) -> float:
+        """The clock's time, in seconds."""
+        with self._lock:
+            return self._now()
+
+    def _now(self) -> float:
+        if self._rate == 0.0:
+            return self._base
+        return self._base + self._rate * (time.monotonic() - self._real_base)
+
+    def jump(self, seconds: float) -> None:
+        """Move the time ``seconds`` ahead at once (``ValueError`` for a negative or infinite
+        amount: time never goes backwards). Timers that come due meanwhile fire when their loop
+        next looks at its timers, in order of due time."""
+        amount = _clock_number(seconds, "a jump")
+        with self._lock:
+            self._base += amount
+        self._wake_loops()
+
+    def _advance_to(self, target: float) -> None:
+        """Jump to ``target`` if that is ahead (autojump)."""
+        with self._lock:
+            now = self._now()
+            if target > now:
+                # At rate 0 the reading becomes ``target`` exactly, not a float sum near it.
+                self._base = target if self._rate == 0.0 else self._base + (target - now)
+
+    @property
+    def rate(self) -> float:
+        """Virtual seconds per real second (>= 0, finite; ``ValueError`` otherwise)."""
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        rate = _clock_number(value, "rate")
+        with self._lock:
+            self._base = self._now()
+            self._real_base = time.monotonic()
+            self._rate = rate
+        self._wake_loops()
+
+    @property
+    def autojump_threshold(self) -> float:
+        """Real seconds of idleness before the clock jumps to the next timer (>= 0, ``inf``
+        for never; ``ValueError`` otherwise)."""
+        return self._autojump_threshold
+
+    @autojump_threshold.setter
+    def autojump_threshold(self, value: float) -> None:
+        threshold = _clock_number(value, "autojump_threshold", infinite=True)
+        with self._lock:
+            self._autojump_threshold = threshold
+        self._wake_loops()
+
+    def new_event_loop(self) -> VirtualEventLoop:
+        """A new asyncio event loop on this clock (a :class:`VirtualEventLoop`). Close it when
+        done, as any event loop (:func:`run` does)."""
+        return VirtualEventLoop(self)
+
+    def _wake_loops(self) -> None:
+        """Make every loop of this clock that runs in another thread recompute its wait (the
+        loop running in this thread, if any, does so before it next waits)."""
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop in list(self._loops):
+            if loop is current or loop.is_closed() or not loop.is_running():
+                continue
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(_wake_up)
+
+    def __repr__(self) -> str:
+        return (f"<VirtualClock time={self.current_time():.6f} rate={self._rate} "
+                f"autojump_threshold={self._autojump_threshold}>")
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """The selector of a :class:`VirtualEventLoop`: the platform's selector for real I/O, and
+    the autojump of the clock where the loop would otherwise wait for its next timer.
+
+    asyncio calls ``select(timeout)`` with ``timeout`` the seconds of loop time until its next
+    timer (0 when callbacks are ready, ``None`` when no timer is scheduled). This waits for
+    real I/O for as long as that takes at the clock's rate, or ``autojump_threshold`` real
+    seconds if that is sooner; if nothing arrived after the threshold, it jumps the clock to the
+    timer's due time."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self.outstanding = 0
+        """Executor jobs not finished: while there are any, the clock does not autojump."""
+
+    def register(self, fileobj: FileDescriptorLike, events: int,
+                 data: Any = None) -> selectors.SelectorKey:
+        return self._selector.register(fileobj, events, data)
+
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
+        return self._selector.unregister(fileobj)
+
+    def modify(self, fileobj: FileDescriptorLike, events: int,
+               data: Any = None) -> selectors.SelectorKey:
+        return self._selector.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None or timeout <= 0:
+            return self._selector.select(timeout)  # ready callbacks, or no timer to jump to
+        clock = self._clock
+        with clock._lock:
+            now = clock._now()
+            rate = clock._rate
+            threshold = math.inf if self.outstanding else clock._autojump_threshold
+        natural = timeout / rate if rate > 0.0 else math.inf  # real seconds until the timer
+        wait = min(natural, threshold)
+        if math.isinf(wait):
+            return self._selector.select(None)  # only I/O (or a wake-up) moves this loop on
+        if wait > _MAX_REAL_WAIT:
+            return self._selector.select(_MAX_REAL_WAIT)
+        events = self._selector.select(wait)
+        if not events and wait == threshold:
+            clock._advance_to(now + timeout)
+        return events
+
+    def close(self) -> None:
+        self._selector.close()
+
+    def get_key(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
+        return self._selector.get_key(fileobj)
+
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
+        return self._selector.get_map()
+
+
+class VirtualEventLoop(asyncio.SelectorEventLoop):
+    """An asyncio selector event loop whose ``time()`` is a :class:`VirtualClock`'s (made by
+    :meth:`VirtualClock.new_event_loop`; see the clock for when time moves).
+
+    Apart from time it is the platform's ordinary selector event loop: sockets, pipes,
+    subprocesses, signals and executors work as usual. What it changes:
+
+    * ``time()`` reads the clock, and so do every timer, ``asyncio.sleep``, ``asyncio.timeout``
+      and ``wait_for`` on it;
+    * where the loop would wait for its next timer, it waits in real time as the clock's
+      ``rate`` and ``autojump_threshold`` say, and may jump the clock to that timer;
+    * work handed to its executor (``run_in_executor``, hence ``asyncio.to_thread`` and
+      ``getaddrinfo``) keeps the clock from autojumping until it is done;
+    * ``shutdown_default_executor`` waits for the executor's threads however long that takes
+      (its ``timeout``, virtual seconds here, would be jumped to at once and is ignored).
+    """
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self._virtual_clock = clock
+        self._virtual_selector = _VirtualSelector(clock)
+        super().__init__(self._virtual_selector)
+        clock._loops.add(self)
+
+    @property
+    def clock(self) -> VirtualClock:
+        """The clock this loop runs on."""
+        return self._virtual_clock
+
+    def time(self) -> float:
+        """The clock's time (:meth:`VirtualClock.current_time`)."""
+        return self._virtual_clock.current_time()
+
+    def run_in_executor(self, executor: concurrent.futures.Executor | None,
+                        func: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
+        """As asyncio's, and the clock does not autojump until the job is done."""
+        future = super().run_in_executor(executor, func, *args)
+        self._virtual_selector.outstanding += 1
+        future.add_done_callback(self._executor_job_done)
+        return future
+
+    def _executor_job_done(self, future: asyncio.Future[Any]) -> None:
+        self._virtual_selector.outstanding -= 1
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        """As asyncio's, without a deadline (see the class docstring)."""
+        await super().shutdown_default_executor()
+
+
+def run(main: Coroutine[Any, Any, T], *, clock: VirtualClock | None = None,
+        debug: bool | None = None) -> T:
+    """Run the coroutine ``main`` to completion on a new :class:`VirtualEventLoop` of
+    ``clock`` and return its result, like :func:`asyncio.run` (which this is, with the clock's
+    loop as the loop factory): the loop is set as the current event loop meanwhile, remaining
+    tasks are cancelled and the loop is closed at the end; ``debug`` as there. Without a
+    ``clock``, a fresh ``VirtualClock(autojump_threshold=0)``: time starts at 0, stands still
+    while anything is ready to run, and jumps to the next timer whenever nothing is. Raises
+    ``RuntimeError`` when called from a running event loop."""
+    if clock is None:
+        clock = VirtualClock(autojump_threshold=0.0)
+    with asyncio.Runner(debug=debug, loop_factory=clock.new_event_loop) as runner:
+        return runner.run(main)
