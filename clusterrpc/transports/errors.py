@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 
 from clusterrpc.errors import (
     CallTimeoutError,
     ClusterRPCError,
+    ConfigurationError,
     ConnectError,
     ConnectionLostError,
     TransportError,
 )
 
 __all__ = [
+    "CONFIGURING",
     "CONNECTING",
+    "CONNECTION_LOST",
     "EXCHANGING",
     "LISTENING",
     "SENDING",
@@ -55,10 +59,19 @@ SENDING: ErrorMap = {ConnectionRefusedError: ConnectError, OSError: TransportErr
 EXCHANGING: ErrorMap = {TimeoutError: CallTimeoutError, OSError: ConnectionLostError}
 """Writing a call and reading its answer on a connection: it broke (the call may have run)."""
 
+CONNECTION_LOST: ErrorMap = {OSError: ConnectionLostError}
+"""Reading or writing where the caller's deadline is kept elsewhere (an event loop's)."""
+
+CONFIGURING: ErrorMap = {OSError: ConfigurationError}
+"""Reading a file the configuration names (a TLS certificate)."""
+
 
 def describe_os_error(error: BaseException) -> str:
     """A short text for an ``OSError`` (``[Errno 111] Connection refused`` →
-    ``connection refused``; a timeout → ``timed out``)."""
+    ``connection refused``; a timeout → ``timed out``; a TLS error by its own text, since its
+    ``errno`` is OpenSSL's, not the system's)."""
+    if isinstance(error, ssl.SSLError):
+        return str(error)
     if isinstance(error, TimeoutError) and not error.errno:
         return "timed out"
     if isinstance(error, OSError):

@@ -77,7 +77,14 @@ from clusterrpc.rpc.protocol import NO_ANSWER, Dispatcher
 from clusterrpc.rpc.service import ServiceRegistry
 from clusterrpc.transports.addresses import Address, parse_address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
-from clusterrpc.transports.errors import describe_os_error
+from clusterrpc.transports.errors import (
+    CONFIGURING,
+    CONNECTING,
+    CONNECTION_LOST,
+    LISTENING,
+    map_os_errors,
+    translate,
+)
 from clusterrpc.values import DEFAULT_LIMITS, Limits, Value
 
 __all__ = [
@@ -211,12 +218,9 @@ def server_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLCont
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
+    with map_os_errors(f"cannot load the TLS certificate {certfile!r} (key "
+                       f"{keyfile or certfile!r})", CONFIGURING):  # ssl.SSLError is an OSError
         context.load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigurationError(
-            f"cannot load the TLS certificate {certfile!r} (key {keyfile or certfile!r}): {error}"
-        ) from error
     return context
 
 
@@ -256,14 +260,6 @@ def _sent(data: bytes | None) -> bytes:
     """What ``h11.Connection.send`` returned for an event other than ``ConnectionClosed``."""
     assert data is not None
     return data
-
-
-def _describe(error: OSError) -> str:
-    """An ``OSError`` in words, as the other transports say it; a TLS error by its own text
-    (its ``errno`` is OpenSSL's, not the system's)."""
-    if isinstance(error, ssl.SSLError):
-        return str(error)
-    return describe_os_error(error)
 
 
 def _host_port(host: str, port: int) -> str:
@@ -409,7 +405,7 @@ class HttpServer:
             raise ConnectionClosedError("the HTTP endpoint was closed")
         if self._server is not None:
             return
-        try:
+        with map_os_errors(f"cannot listen on {self.address}", LISTENING):
             self._server = await asyncio.start_server(
                 self._accept,
                 self.address.host,
@@ -418,10 +414,6 @@ class HttpServer:
                 ssl_handshake_timeout=self.header_timeout if self.ssl_context else None,
                 limit=_CHUNK,
             )
-        except OSError as error:
-            raise TransportError(
-                f"cannot listen on {self.address}: {_describe(error)}"
-            ) from error
         port = self._server.sockets[0].getsockname()[1]
         self._url = str(dataclasses.replace(self.address, port=port))
         _log.info("serving XML-RPC on %s", self._url)
@@ -1058,7 +1050,9 @@ class HttpBlockingChannel(_HttpChannelBase, BlockingChannel):
         has no errno, unlike the system's ETIMEDOUT), or a ``kind`` error saying ``what``."""
         if isinstance(error, TimeoutError) and error.errno is None:
             return _Expired()
-        return kind(f"{what} {self.url}: {_describe(error)}")
+        translated = translate(error, f"{what} {self.url}", {OSError: kind})
+        assert isinstance(translated, TransportError)
+        return translated
 
     def _exchange(self, body: bytes, deadline: float | None) -> _Response:
         sock = self._sock
@@ -1201,30 +1195,24 @@ class HttpChannel(_HttpChannelBase, AsyncChannel):
         if reader is None or writer is None:
             reader, writer = await self._connect()
         protocol = self._protocol
-        try:
+        with map_os_errors(f"connection lost to {self.url}", CONNECTION_LOST):
             writer.write(protocol.request(body))
             await writer.drain()
             while True:
                 response = protocol.receive(await reader.read(_CHUNK))
                 if response is not None:
                     break
-        except OSError as error:
-            raise ConnectionLostError(
-                f"connection lost to {self.url}: {_describe(error)}"
-            ) from error
         if not protocol.reusable:
             self._disconnect()
         return response
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         context = self.ssl_context
-        try:
+        with map_os_errors(f"cannot connect to {self.url}", CONNECTING):
             reader, writer = await asyncio.open_connection(
                 self._host, self._port, ssl=context,
                 server_hostname=self._host if context is not None else None, limit=_CHUNK,
             )  # fmt: skip
-        except OSError as error:
-            raise ConnectError(f"cannot connect to {self.url}: {_describe(error)}") from error
         if self._closed:  # aclose ran while connecting
             writer.close()
             raise ConnectionClosedError(f"the channel to {self.url} is closed")

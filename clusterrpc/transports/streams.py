@@ -46,9 +46,9 @@ from clusterrpc.transports.base import AsyncChannel, BlockingChannel
 from clusterrpc.transports.engine import AsyncDriver, Serving
 from clusterrpc.transports.errors import (
     CONNECTING,
+    CONNECTION_LOST,
     EXCHANGING,
     LISTENING,
-    describe_os_error,
     map_os_errors,
     translate,
 )
@@ -58,7 +58,6 @@ __all__ = [
     "BlockingStreamChannel",
     "StreamChannel",
     "StreamServer",
-    "describe_os_error",
     "limit_read_size",
 ]
 
@@ -167,9 +166,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.lost = True
         if self._on_lost is not None:
             error = self._on_lost(self, exc)
+        elif isinstance(exc, OSError):
+            error = translate(exc, f"connection with {self.connection.peer} lost",
+                              CONNECTION_LOST)
         elif exc is not None:
-            error = ConnectionLostError(
-                f"connection with {self.connection.peer} lost: {describe_os_error(exc)}")
+            error = ConnectionLostError(f"connection with {self.connection.peer} lost: {exc}")
             error.__cause__ = exc
         else:
             error = ConnectionLostError(f"{self.connection.peer} closed the connection")
@@ -374,10 +375,10 @@ class StreamChannel(AsyncChannel):
             self.protocol = None
         if self.closed:
             return ConnectionClosedError(f"channel to {self.url} closed")
+        if isinstance(exc, OSError):
+            return translate(exc, f"connection to {self.url} lost", CONNECTION_LOST)
         if exc is not None:
-            error = ConnectionLostError(
-                f"connection to {self.url} lost: {describe_os_error(exc)}"
-            )
+            error = ConnectionLostError(f"connection to {self.url} lost: {exc}")
             error.__cause__ = exc
             return error
         return ConnectionLostError(f"{self.url} closed the connection")
