@@ -1,13 +1,16 @@
 """``clusterrpc.testing.MemoryNetwork``: nodes on an in-memory datagram network, with faults.
 
 Every address here is made up (10.0.0.x, 239.1.1.1): nothing touches a real socket. Each test
-runs its own event loop, bounded in time, and stops every node it starts.
+runs its own event loop on a virtual clock that jumps to the next timer whenever the loop is idle
+(``run_virtual``, ``tests/conftest.py``), so delays and deadlines are exact and cost no real time,
+and stops every node it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +23,8 @@ from clusterrpc.testing import Datagram, MemoryNetwork
 from clusterrpc.transports.addresses import parse_address
 from clusterrpc.transports.datagrams import DatagramEndpoint
 from clusterrpc.transports.engine import Messenger
-from tests.rpc_helpers import CLUSTER, Election, make_keyring, run
+from tests.conftest import RunVirtual, run_on_virtual_clock
+from tests.rpc_helpers import CLUSTER, Election, make_keyring
 
 KEYRING = make_keyring()
 GROUP = "udp://239.1.1.1:7401"
@@ -71,7 +75,7 @@ def refused(node: Node) -> int:
 STATUS = {"term": 3, "leader": "n1", "votes": 0}
 
 
-def test_unicast_and_oneway_calls() -> None:
+def test_unicast_and_oneway_calls(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         nodes, services = make_nodes(net, 2)
@@ -111,10 +115,10 @@ def test_unicast_and_oneway_calls() -> None:
         assert counters["sent"] == counters["delivered"] + counters["undeliverable"]
         assert counters["dropped"] == counters["duplicated"] == counters["corrupted"] == 0
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_group_calls_gather_every_member() -> None:
+def test_group_calls_gather_every_member(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         names = ["n0", "n1", "n2", "n3"]
@@ -138,10 +142,10 @@ def test_group_calls_gather_every_member() -> None:
             await net.settle()
             assert [service.votes for service in services] == [[(5, "n2")]] * 4
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_fan_out_groups() -> None:
+def test_fan_out_groups(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         names = ["n0", "n1", "n2"]
@@ -152,10 +156,11 @@ def test_fan_out_groups() -> None:
             # The fan-out sender is bound to 0.0.0.0; its datagrams come from the node's host.
             assert all(answer["peer"].startswith("10.0.0.2:") for answer in replies.values())
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_duplicated_and_reordered_packets_never_produce_a_duplicate_result() -> None:
+def test_duplicated_and_reordered_packets_never_produce_a_duplicate_result(
+        run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork(seed=3)
         net.duplicate(1.0, copies=2)
@@ -189,10 +194,11 @@ def test_duplicated_and_reordered_packets_never_produce_a_duplicate_result() -> 
         assert net.delivered == 3 * (20 * 2 + 5 + 5 * (4 + 4))
         assert net.reordered > 0
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_a_dropped_members_link_is_reported_missing_by_the_deadline() -> None:
+def test_a_dropped_members_link_is_reported_missing_by_the_deadline(
+        run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         names = ["n0", "n1", "n2", "n3"]
@@ -206,7 +212,7 @@ def test_a_dropped_members_link_is_reported_missing_by_the_deadline() -> None:
             assert sorted(replies) == ["n0", "n1", "n3"]
             assert replies.missing == ("n2",)
             assert replies.timed_out
-            assert 0.29 <= elapsed < 1.0
+            assert elapsed == pytest.approx(0.3)  # at the deadline, not before or long after
             assert rule.hits == 1
 
             rule.remove()
@@ -218,10 +224,10 @@ def test_a_dropped_members_link_is_reported_missing_by_the_deadline() -> None:
             replies = await nodes[0].group("all").election.status(timeout=5)
             assert not replies.missing
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_corrupted_packets_are_refused_never_a_wrong_value() -> None:
+def test_corrupted_packets_are_refused_never_a_wrong_value(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork(seed=11)
         net.corrupt(1.0)
@@ -252,10 +258,10 @@ def test_corrupted_packets_are_refused_never_a_wrong_value() -> None:
             assert nodes[0].counters["refused_malformed"] \
                 + nodes[0].counters["refused_bad_authenticator"] >= 1
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_delays_are_respected() -> None:
+def test_delays_are_respected(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         nodes, _ = make_nodes(net, 2)
@@ -267,16 +273,16 @@ def test_delays_are_respected() -> None:
                 await peer.election.status(timeout=0.1)
             began = loop.time()
             assert await peer.election.status(timeout=1) == STATUS
-            assert 0.15 <= loop.time() - began < 0.5
+            assert loop.time() - began == pytest.approx(0.15)  # the call's way; answers undelayed
 
             net.clear()
             net.delay((0.05, 0.1))  # each way
             began = loop.time()
             assert await peer.election.status(timeout=1) == STATUS
-            assert 0.1 <= loop.time() - began < 0.5
+            assert 0.1 <= loop.time() - began <= 0.2  # 0.05 to 0.1 s each way
             assert net.delayed >= 4
 
-    run(scenario())
+    run_virtual(scenario())
 
 
 def test_reordering_swaps_datagrams_deterministically() -> None:
@@ -294,8 +300,8 @@ def test_reordering_swaps_datagrams_deterministically() -> None:
 
     # Pairs swap places; the replay window accepts packets out of order.
     expected = [(1, "n0"), (0, "n0"), (3, "n0"), (2, "n0"), (5, "n0"), (4, "n0")]
-    assert run(scenario()) == expected
-    assert run(scenario()) == expected
+    assert run_on_virtual_clock(scenario()) == expected
+    assert run_on_virtual_clock(scenario()) == expected
 
 
 def test_the_same_seed_gives_the_same_outcome() -> None:
@@ -322,16 +328,16 @@ def test_the_same_seed_gives_the_same_outcome() -> None:
                         for node in nodes]
         return outcomes, net.counters, counters, net.events
 
-    first = run(scenario(5))
+    first = run_on_virtual_clock(scenario(5))
     assert "timeout" in first[0]
     assert first[1]["dropped"]
     assert first[1]["duplicated"]
     assert first[1]["corrupted"]
-    assert run(scenario(5)) == first
-    assert run(scenario(6))[3] != first[3]
+    assert run_on_virtual_clock(scenario(5)) == first
+    assert run_on_virtual_clock(scenario(6))[3] != first[3]
 
 
-def test_partition_and_heal() -> None:
+def test_partition_and_heal(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         names = ["n0", "n1", "n2", "n3"]
@@ -356,10 +362,10 @@ def test_partition_and_heal() -> None:
             cut.remove()
             assert await nodes[0].peer(url(1)).election.status(timeout=1) == STATUS
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_custom_rules() -> None:
+def test_custom_rules(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         seen: list[Datagram] = []
@@ -394,7 +400,7 @@ def test_custom_rules() -> None:
                 await nodes[2].peer(url(0)).election.status(timeout=0.1)
             assert await nodes[1].peer(url(0)).election.status(timeout=0.1) == STATUS
 
-    run(scenario())
+    run_virtual(scenario())
 
 
 class _Probe(DatagramEndpoint):
@@ -418,7 +424,7 @@ class _Probe(DatagramEndpoint):
         super().connection_lost(exc)
 
 
-def test_the_transport_model() -> None:
+def test_the_transport_model(run_virtual: RunVirtual) -> None:
     async def scenario() -> None:
         net = MemoryNetwork()
         a, b = _Probe("udp://10.0.0.1:5000"), _Probe("udp://0.0.0.0:0")
@@ -478,10 +484,10 @@ def test_the_transport_model() -> None:
         with pytest.raises(ConfigurationError):
             net.duplicate(copies=0)
 
-    run(scenario())
+    run_virtual(scenario())
 
 
-def test_node_checks_on_a_memory_network() -> None:
+def test_node_checks_on_a_memory_network(run_virtual: RunVirtual) -> None:
     net = MemoryNetwork()
     with pytest.raises(ConfigurationError, match="udp:// only"):
         Node("n0", cluster=CLUSTER, keyring=KEYRING, listen=["tcp://10.0.0.1:7400"],
@@ -496,4 +502,107 @@ def test_node_checks_on_a_memory_network() -> None:
             with pytest.raises(EncodeError):
                 await nodes[0].peer(url(0)).election.echo("x" * 70000)
 
-    run(scenario())
+    run_virtual(scenario())
+
+
+def test_minutes_of_a_slow_lossy_network_take_no_real_time_and_replay_exactly() -> None:
+    """Datagrams 5 to 40 s on their way, a quarter lost, a tenth duplicated: minutes of
+    simulated time, in far less than a second of real time, the same in every run."""
+
+    async def scenario(seed: int) -> tuple[list[Any], list[Any], list[Any], float]:
+        loop = asyncio.get_running_loop()
+        net = MemoryNetwork(seed=seed, trace=True)
+        net.delay((5.0, 40.0))
+        net.drop(0.25)
+        net.duplicate(0.1)
+        names = [f"n{index}" for index in range(5)]
+        nodes, services = make_nodes(net, 5, members=names)
+        outcomes: list[Any] = []
+        began = loop.time()
+        async with running(nodes):
+            for turn in range(6):
+                peer = nodes[turn % 5].peer(url((turn + 1) % 5))
+                try:
+                    answer = await peer.election.echo(turn, timeout=60)
+                except CallTimeoutError:
+                    answer = "timeout"
+                outcomes.append((loop.time() - began, "echo", answer))
+                replies = await nodes[0].group("all").election.status(timeout=90)
+                outcomes.append((loop.time() - began, "group", sorted(replies), replies.missing))
+                await nodes[1].peer(url(2)).oneway.election.vote(turn, "n1")
+            await net.settle(timeout=600)
+            elapsed = loop.time() - began
+        return outcomes, net.events, services[2].votes, elapsed
+
+    started = time.perf_counter()
+    first = run_on_virtual_clock(scenario(7))
+    real = time.perf_counter() - started
+    outcomes, events, votes, elapsed = first
+    print(f"simulated {elapsed:.1f} s in {real * 1000:.1f} ms of real time")
+    assert elapsed > 300  # more than five minutes of simulated time …
+    assert real < 1.0     # … in well under a second of real time
+    answers = [outcome[2] for outcome in outcomes if outcome[1] == "echo"]
+    assert "timeout" in answers
+    assert any(answer != "timeout" for answer in answers)
+    assert any(outcome[3] for outcome in outcomes if outcome[1] == "group")  # someone missing
+    assert all(outcome[0] >= 5.0 for outcome in outcomes)  # nothing arrives in under 5 s
+    assert votes
+    assert len(set(votes)) == len(votes)  # lost ones are lost, duplicated ones run once
+    # The same seed: the same fates, the same answers at the same (virtual) instants.
+    assert run_on_virtual_clock(scenario(7)) == first
+    assert run_on_virtual_clock(scenario(8))[1] != events
+
+
+class _TimedProbe(_Probe):
+    """A probe that also notes the loop time of each arrival."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.arrivals: list[tuple[float, bytes]] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.arrivals.append((asyncio.get_running_loop().time(), data))
+        super().datagram_received(data, addr)
+
+
+def test_the_network_reads_no_real_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every real clock of the time module made to fail, the network still delays, holds
+    and delivers by the loop's (virtual) time alone, exactly when its rules say."""
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError("a real clock was read")
+
+    async def scenario() -> tuple[list[tuple[float, bytes]], list[Any], float]:
+        loop = asyncio.get_running_loop()
+        net = MemoryNetwork(seed=2, trace=True)
+        sender, receiver = _TimedProbe("udp://10.0.0.1:5000"), _TimedProbe("udp://10.0.0.2:5000")
+        for probe in (sender, receiver):
+            probe.network = net
+            await probe.start()
+        assert sender.transport is not None
+        net.delay(30.0, when=lambda datagram: datagram.data.startswith(b"slow"))
+        net.delay((60.0, 120.0), when=lambda datagram: datagram.data.startswith(b"drawn"))
+        net.reorder(1.0, hold=600.0, when=lambda datagram: datagram.data == b"held")
+        net.drop(0.5, when=lambda datagram: datagram.data.startswith(b"lossy"))
+        with monkeypatch.context() as patch:
+            for name in ("monotonic", "monotonic_ns", "time", "time_ns", "perf_counter",
+                         "perf_counter_ns", "process_time", "thread_time"):
+                patch.setattr(time, name, forbidden)
+            for data in (b"slow", b"drawn 1", b"drawn 2", b"held", b"now", *(
+                    b"lossy %d" % index for index in range(10))):
+                sender.transport.sendto(data, ("10.0.0.2", 5000))
+            await net.settle(timeout=3600)
+            end = loop.time()
+        return receiver.arrivals, net.events, end
+
+    arrivals, events, end = run_on_virtual_clock(scenario())
+    times = {data: at for at, data in arrivals}
+    assert times[b"now"] == 0.0
+    assert times[b"held"] == 0.0  # overtaken by "now" at once: delivered right after it
+    assert [data for _, data in arrivals][:2] == [b"now", b"held"]
+    assert times[b"slow"] == 30.0
+    assert 60.0 <= times[b"drawn 1"] <= 120.0
+    assert 60.0 <= times[b"drawn 2"] <= 120.0
+    assert 0 < sum(data.startswith(b"lossy") for data in times) < 10
+    assert end == max(times.values())
+    assert run_on_virtual_clock(scenario()) == (arrivals, events, end)  # and exactly again
