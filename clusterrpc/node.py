@@ -154,80 +154,72 @@ class _NodeListeners:
             self.ssl_context = server_ssl_context(config.tls_certfile, config.tls_keyfile)
 
 
-class _StreamListener:
-    def __init__(self, node: _NodeListeners, address: Address) -> None:
-        self.server = StreamServer(address, node.serving,
-                                   max_in_flight=node.config.max_in_flight,
-                                   max_frame=node.serving.messenger.max_packet)
+class _ListenerOf:
+    """A listener around a transport object with ``url``, ``start()`` and
+    ``stop_accepting()``; subclasses say how it closes and what it counts."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     @property
     def url(self) -> str:
-        return self.server.url
+        return str(self.inner.url)
 
     async def start(self) -> None:
-        await self.server.start()
+        await self.inner.start()
 
     def stop_accepting(self) -> None:
-        self.server.stop_accepting()
+        self.inner.stop_accepting()
 
     async def close(self, drain_timeout: float) -> None:
-        await self.server.close()
+        self.inner.close()
 
     def http_counters(self) -> dict[str, int]:
         return {}
 
 
-class _DatagramListener:
+class _StreamListener(_ListenerOf):
     def __init__(self, node: _NodeListeners, address: Address) -> None:
-        self.endpoint = _ListeningEndpoint(address, node.serving.messenger,
-                                           serving=node.serving,
-                                           max_in_flight=node.config.max_in_flight,
-                                           own_call=node.own_call)
-        self.endpoint.network = node.config.network
+        super().__init__(StreamServer(address, node.serving,
+                                      max_in_flight=node.config.max_in_flight,
+                                      max_frame=node.serving.messenger.max_packet))
 
-    @property
-    def url(self) -> str:
-        return self.endpoint.url
+    async def close(self, drain_timeout: float) -> None:
+        await self.inner.close()
 
-    async def start(self) -> None:
-        await self.endpoint.start()
+
+class _DatagramListener(_ListenerOf):
+    def __init__(self, node: _NodeListeners, address: Address) -> None:
+        endpoint = _ListeningEndpoint(address, node.serving.messenger, serving=node.serving,
+                                      max_in_flight=node.config.max_in_flight,
+                                      own_call=node.own_call)
+        endpoint.network = node.config.network
+        super().__init__(endpoint)
+        self.endpoint = endpoint
 
     def stop_accepting(self) -> None:
         """A datagram socket accepts nothing: it keeps serving until closed."""
 
-    async def close(self, drain_timeout: float) -> None:
-        self.endpoint.close()
 
-    def http_counters(self) -> dict[str, int]:
-        return {}
-
-
-class _HttpListener:
+class _HttpListener(_ListenerOf):
     def __init__(self, node: _NodeListeners, address: Address) -> None:
         from clusterrpc.transports.http import HttpServer  # noqa: PLC0415 - h11 on use
 
         config = node.config
-        self.server = HttpServer(
+        super().__init__(HttpServer(
             address=address, registry=node.serving.dispatcher.registry, keyring=config.keyring,
             insecure=config.http_insecure, ssl_context=node.ssl_context, limits=config.limits,
             dispatcher=node.serving.dispatcher,
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self) -> None:
-        await self.server.start()
+        ))  # fmt: skip
 
     def stop_accepting(self) -> None:
         """HTTP stops accepting in ``close`` (which drains requests in progress)."""
 
     async def close(self, drain_timeout: float) -> None:
-        await self.server.close(drain_timeout=drain_timeout)
+        await self.inner.close(drain_timeout=drain_timeout)
 
     def http_counters(self) -> dict[str, int]:
-        return dict(self.server.http_counters)
+        return dict(self.inner.http_counters)
 
 
 LISTENERS: dict[str, Callable[[_NodeListeners, Address], Listener]] = {

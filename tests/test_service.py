@@ -309,8 +309,10 @@ def test_public_names_are_exported() -> None:
 
 
 def test_rpc_layer_does_no_io() -> None:
+    # The connection protocol and the node configuration are sans-I/O too.
     code = (
-        "import sys, clusterrpc.rpc, clusterrpc.rpc.service\n"
+        "import sys, clusterrpc.rpc, clusterrpc.rpc.service, clusterrpc.rpc.protocol\n"
+        "import clusterrpc.config\n"
         "print(sorted({'socket', 'asyncio', 'threading', 'selectors'} & set(sys.modules)))"
     )
     out = subprocess.run(

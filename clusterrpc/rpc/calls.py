@@ -112,6 +112,13 @@ CallOutcome = CallSucceeded | CallFailed
 """What settles one call; each outstanding call gets exactly one."""
 
 
+def value_of(outcome: CallOutcome) -> Value:
+    """The value of a call that succeeded; raises the error of one that failed."""
+    if isinstance(outcome, CallSucceeded):
+        return outcome.value
+    raise outcome.error
+
+
 class _Call:
     """An outstanding call. Heap entries point at this object, so an entry is live only while
     the dict maps the id to this very object (an id reused after a wrap-around is another)."""

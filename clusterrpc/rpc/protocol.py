@@ -107,8 +107,6 @@ _FLAGS_REPLY = int(REPLY)
 _FLAGS_FAULT = int(FAULT)
 _ONEWAY = int(ONEWAY)
 
-_SMALL_MULTICAST = "multicast payloads must be small"
-
 ONEWAY_ID_BASE: Final = 1 << 63
 """One-way multicast calls take ids from the top half of the id space: no answer ever matches
 them, and they never collide with the ids of calls waiting for answers."""
@@ -714,12 +712,8 @@ class Connection:
         call_id = self.gathers.start(method, now=now, timeout=timeout, expected=expected,
                                      quorum=quorum)
         try:
-            packet = self.messenger.seal_call(call_id, CallMessage(method, tuple(params)),
-                                              multicast=True, timeout=timeout)
-            if before_send is not None:
-                before_send(call_id)
-            self._queue_call(packet, f"multicast call to {method!r}", destinations, "datagram",
-                             _SMALL_MULTICAST)
+            self._send_multicast(call_id, method, params, oneway=False, timeout=timeout,
+                                 destinations=destinations, before_send=before_send)
         except BaseException:
             self.gathers.cancel(call_id)
             raise
@@ -733,13 +727,20 @@ class Connection:
         :class:`~clusterrpc.errors.EncodeError` for a packet too large."""
         self._oneway_ids = self._oneway_ids % ONEWAY_ID_BASE + 1
         call_id = ONEWAY_ID_BASE + self._oneway_ids
+        self._send_multicast(call_id, method, params, oneway=True, timeout=None,
+                             destinations=destinations, before_send=before_send)
+        return call_id
+
+    def _send_multicast(self, call_id: int, method: str, params: Sequence[Value], *,
+                        oneway: bool, timeout: float | None,
+                        destinations: Sequence[Destination],
+                        before_send: Callable[[int], None] | None) -> None:
         packet = self.messenger.seal_call(call_id, CallMessage(method, tuple(params)),
-                                          oneway=True, multicast=True)
+                                          oneway=oneway, multicast=True, timeout=timeout)
         if before_send is not None:
             before_send(call_id)
         self._queue_call(packet, f"multicast call to {method!r}", destinations, "datagram",
-                         _SMALL_MULTICAST)
-        return call_id
+                         "multicast payloads must be small")
 
     def _queue_call(self, packet: bytes, what: str, destinations: Sequence[Destination],
                     unit: str, advice: str) -> None:
@@ -800,6 +801,18 @@ class Connection:
             events.append(GatherEnded(call_id, replies))
 
     # -- output --------------------------------------------------------------------------------
+
+    def answer_of(self, call_id: int) -> CallOutcome | None:
+        """For a driver that waits for one call at a time (a blocking client): take the events
+        so far and return the outcome of ``call_id`` if it came, else ``None`` (keep reading).
+        Raises the error that broke the stream. Other events are dropped: such a driver serves
+        nothing, and late answers were already counted."""
+        for event in self.events_received():
+            if type(event) is CallAnswered and event.call_id == call_id:
+                return event.outcome
+            if type(event) is ConnectionBroken:
+                raise event.error
+        return None
 
     def events_received(self) -> list[Event]:
         """What happened since the last call, in order; the driver handles every event."""

@@ -32,8 +32,8 @@ from clusterrpc.errors import (
     ConnectionClosedError,
 )
 from clusterrpc.packet import Header
-from clusterrpc.rpc.calls import CallSucceeded
-from clusterrpc.rpc.protocol import CallAnswered, Connection, Messenger
+from clusterrpc.rpc.calls import value_of
+from clusterrpc.rpc.protocol import Connection, Messenger
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
 from clusterrpc.transports.engine import AsyncDriver, Serving
@@ -393,12 +393,9 @@ class BlockingDatagramChannel(BlockingChannel):
             sock.settimeout(left)
             data = sock.recv(MAX_DATAGRAM + 1)
             connection.receive_datagram(data, None, peer=self.url, now=time.monotonic())
-            for event in connection.events_received():
-                if type(event) is CallAnswered and event.call_id == call_id:
-                    outcome = event.outcome
-                    if isinstance(outcome, CallSucceeded):
-                        return outcome.value
-                    raise outcome.error
+            outcome = connection.answer_of(call_id)
+            if outcome is not None:
+                return value_of(outcome)
             # Anything else: a late answer to an earlier call (counted, dropped), a refused
             # packet, or a call (this side serves none).
 

@@ -39,8 +39,8 @@ from clusterrpc.errors import (
     ConnectionLostError,
     TransportError,
 )
-from clusterrpc.rpc.calls import CallSucceeded
-from clusterrpc.rpc.protocol import CallAnswered, Connection, ConnectionBroken, Messenger
+from clusterrpc.rpc.calls import value_of
+from clusterrpc.rpc.protocol import Connection, Messenger
 from clusterrpc.transports.addresses import Address
 from clusterrpc.transports.base import AsyncChannel, BlockingChannel
 from clusterrpc.transports.engine import AsyncDriver, Serving
@@ -606,15 +606,13 @@ class BlockingStreamChannel(BlockingChannel):
                     raise ConnectionLostError(
                         f"connection to {self.url} lost: the server closed it")
                 connection.receive_data(view[:count], now=time.monotonic())
-                for event in connection.events_received():
-                    if type(event) is CallAnswered and event.call_id == call_id:
-                        outcome = event.outcome
-                        if isinstance(outcome, CallSucceeded):
-                            return outcome.value
-                        raise outcome.error
-                    if type(event) is ConnectionBroken:
-                        self._drop_connection()
-                        raise event.error
+                try:
+                    outcome = connection.answer_of(call_id)
+                except ClusterRPCError:
+                    self._drop_connection()  # it broke framing
+                    raise
+                if outcome is not None:
+                    return value_of(outcome)
                 # Not our answer yet (a partial frame, or a late answer): wait for the rest of
                 # the time left.
                 if deadline is not None:
