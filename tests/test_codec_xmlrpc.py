@@ -20,11 +20,12 @@ from clusterrpc.codecs import CallMessage, FaultMessage, ReplyMessage, get_codec
 from clusterrpc.codecs.xmlrpc import XmlRpcCodec
 from clusterrpc.errors import DecodeError, EncodeError, FaultCode, LimitExceededError
 from clusterrpc.values import Limits
+from tests.conftest import time_scale
 from tests.strategies import method_names, same, texts, values
 from tests.vectors import codec_cases
 
 CODEC = XmlRpcCodec()
-TIME_SCALE = float(os.environ.get("CLUSTERRPC_TEST_TIME_SCALE", "1"))
+TIME_SCALE = time_scale()  # CLUSTERRPC_TEST_TIME_SCALE, checked
 ERRORS = {"DecodeError": DecodeError, "LimitExceededError": LimitExceededError}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import os
 import shutil
 import socket
 import ssl
@@ -52,8 +51,9 @@ from clusterrpc.transports.http import (
     server_ssl_context,
 )
 from clusterrpc.values import Limits
+from tests.conftest import time_scale
 
-TIME_SCALE = float(os.environ.get("CLUSTERRPC_TEST_TIME_SCALE", "1"))
+TIME_SCALE = time_scale()  # CLUSTERRPC_TEST_TIME_SCALE, checked
 WAIT = 10.0 * TIME_SCALE
 """Upper bound for anything that should take milliseconds."""
 
