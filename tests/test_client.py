@@ -1,5 +1,6 @@
 """``clusterrpc.connect()``: the blocking client, through real loopback sockets, against a node
-served from another thread (and, for the crash test, another process)."""
+served from another thread (and, for the crash test, another process). Blocking calls wait in
+real time: their bounds are ``scaled()`` (``CLUSTERRPC_TEST_TIME_SCALE``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from clusterrpc import (
     Keyring,
     connect,
 )
+from tests.conftest import scaled
 from tests.rpc_helpers import CLUSTER, NodeThread, make_keyring, node_process
 
 KEYRING = make_keyring()
@@ -52,7 +54,7 @@ def test_calls_oneway_faults_and_introspection(server: NodeThread, scheme: str) 
         who = client.election.who()
         assert who["node"].startswith("client.")
         assert who["transport"] == scheme
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     while not server.election.votes and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.election.votes == [(7, "admin")]
@@ -66,7 +68,7 @@ def test_timeout_then_late_answer_is_dropped(server: NodeThread, scheme: str) ->
         started = time.monotonic()
         with pytest.raises(CallTimeoutError):
             client.election.sleep(0.4, timeout=0.1)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < scaled(1)
         assert client.election.double(2) == 4
         time.sleep(0.5)
         assert client.election.double(3) == 6  # the late answer was read and dropped first
@@ -114,7 +116,7 @@ def test_server_killed_mid_call_raises_connection_lost(tmp_path: Path) -> None:
                 client.election.sleep(20)
         finally:
             timer.cancel()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < scaled(5)
         process.wait(10)  # its listening socket closes as it exits: then refused
         with pytest.raises(ConnectError):
             client.election.double(1)
