@@ -606,3 +606,30 @@ def test_the_network_reads_no_real_clock(monkeypatch: pytest.MonkeyPatch) -> Non
     assert 0 < sum(data.startswith(b"lossy") for data in times) < 10
     assert end == max(times.values())
     assert run_on_virtual_clock(scenario()) == (arrivals, events, end)  # and exactly again
+
+
+def test_call_and_gather_deadlines_are_exact_on_virtual_time(run_virtual: RunVirtual) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        net = MemoryNetwork()
+        names = ["n0", "n1", "n2"]
+        nodes, _ = make_nodes(net, 3, members=names)
+        net.drop(1.0, dst="n2")
+        async with running(nodes):
+            for timeout in (0.2, 120.0):  # a call to nobody ends at its deadline, to the tick
+                began = loop.time()
+                with pytest.raises(CallTimeoutError):
+                    await nodes[0].peer("udp://10.0.0.9:7400").election.status(timeout=timeout)
+                assert loop.time() - began == pytest.approx(timeout)
+            began = loop.time()
+            with pytest.raises(CallTimeoutError):
+                await nodes[0].peer(url(2)).election.status()  # the node's default: 1 s
+            assert loop.time() - began == pytest.approx(1.0)
+            began = loop.time()
+            replies = await nodes[0].group("all").election.status(timeout=600)
+            assert loop.time() - began == pytest.approx(600.0)
+            assert replies.missing == ("n2",)
+
+    started = time.perf_counter()
+    run_virtual(scenario())
+    assert time.perf_counter() - started < 1.0
