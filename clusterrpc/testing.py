@@ -120,8 +120,8 @@ __all__ = [
     "run",
 ]
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 Selector = str | Collection[str] | None
 """Which sockets a rule applies to: a node name, a host address, ``"host:port"`` (IPv6 as
@@ -417,7 +417,8 @@ class MemoryNetwork:
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until no datagram is in flight, including those sent meanwhile (answers …),
         then let the event loop run what they started. Raises ``TimeoutError`` after
-        ``timeout`` seconds."""
+        ``timeout`` seconds of the loop's time (virtual seconds on a :class:`VirtualClock`: a
+        simulation with long delays needs a longer ``timeout``, not a longer real wait)."""
         async with asyncio.timeout(timeout):
             quiet = 0
             while quiet < 3:
@@ -882,10 +883,11 @@ class VirtualClock:
       is idle when it has no callback ready to run, no work outstanding in its executor
       (``run_in_executor``, ``asyncio.to_thread``, ``getaddrinfo``) and a timer scheduled; if it
       stays so, with no I/O arriving on its sockets, for ``autojump_threshold`` real seconds,
-      the clock jumps exactly to that timer's due time (at most one day at a time) and the loop
-      runs it. Timers thus fire in order of due time, each at its due time on this clock, and
-      ``await asyncio.sleep(3600)`` in an otherwise idle loop returns after about
-      ``autojump_threshold`` real seconds. A loop with no timer scheduled waits for I/O as any
+      the clock jumps to that timer's due time (at most one day at a time) and the loop runs
+      it. Timers thus fire in order of due time, and at rate 0 each exactly at its due time
+      (within the loop's clock resolution), so ``await asyncio.sleep(3600)`` in an otherwise
+      idle loop returns after about ``autojump_threshold`` real seconds with the clock exactly
+      3600 seconds on. A loop with no timer scheduled waits for I/O as any
       event loop does. Work the clock cannot see (another process, a thread of your own)
       races with autojump: give such tests a threshold longer than that work takes (0 is for
       simulations inside the loop, such as a :class:`MemoryNetwork`).
@@ -1082,7 +1084,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         return self._virtual_clock.current_time()
 
     def run_in_executor(self, executor: concurrent.futures.Executor | None,
-                        func: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
+                        func: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
         """As asyncio's, and the clock does not autojump until the job is done."""
         future = super().run_in_executor(executor, func, *args)
         self._virtual_selector.outstanding += 1
@@ -1097,8 +1099,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         await super().shutdown_default_executor()
 
 
-def run(main: Coroutine[Any, Any, T], *, clock: VirtualClock | None = None,
-        debug: bool | None = None) -> T:
+def run(main: Coroutine[Any, Any, _T], *, clock: VirtualClock | None = None,
+        debug: bool | None = None) -> _T:
     """Run the coroutine ``main`` to completion on a new :class:`VirtualEventLoop` of
     ``clock`` and return its result, like :func:`asyncio.run` (which this is, with the clock's
     loop as the loop factory): the loop is set as the current event loop meanwhile, remaining
