@@ -81,8 +81,12 @@ def test_autojump_sleeps_instantly_and_fires_timers_in_order(run_virtual: RunVir
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualEventLoop)
         fired: list[tuple[float, str]] = []
+
+        def fire(name: str) -> None:
+            fired.append((loop.time(), name))
+
         for delay, name in ((30.0, "c"), (0.5, "a"), (7.25, "b"), (30.0, "d")):
-            loop.call_later(delay, lambda name=name: fired.append((loop.time(), name)))
+            loop.call_later(delay, fire, name)
         assert loop.time() == 0.0
         await asyncio.sleep(3600)
         assert loop.time() == 3600.0
