@@ -10,6 +10,7 @@ import os
 import time
 import tracemalloc
 import xmlrpc.client
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -106,7 +107,9 @@ def test_subclasses_travel_as_base_types() -> None:
     class Moment(dt.datetime):
         pass
 
-    params = [Color.RED, Name.N1, Moment(2024, 1, 2), (1, 2), bytearray(b"a"), {Name.N1: 1}]
+    params: list[Any] = [
+        Color.RED, Name.N1, Moment(2024, 1, 2), (1, 2), bytearray(b"a"), {Name.N1: 1}
+    ]
     expected = [1, "n1", dt.datetime(2024, 1, 2), [1, 2], b"a", {"n1": 1}]
     for name in ("xmlrpc", "compact", "json"):  # every built-in codec, not only this one
         codec = get_codec(name)
@@ -284,7 +287,7 @@ def _too_many_values() -> bytes:
     return HEAD + CALL_OPEN + b"<value><array><data>" + b"<value/>" * 70_000 + CALL_CLOSE
 
 
-ATTACKS = {
+ATTACKS: dict[str, Callable[[], bytes]] = {
     "billion-laughs": _billion_laughs,
     "billion-laughs-utf16": lambda: _billion_laughs().replace(
         b'version="1.0"?>', b'version="1.0" encoding="UTF-16"?>'

@@ -353,7 +353,7 @@ def test_fast_path_works_without_pattern_scanner(monkeypatch: pytest.MonkeyPatch
         shim = functools.partial(_safexml._PositionScanner, pattern.match)
         monkeypatch.setattr(xmlrpc_codec, name, shim)
     codec = XmlRpcCodec()
-    value = {"a": [1, {"b": "x&y"}, []], "c": SAMPLE_VOTE}
+    value: dict[str, Any] = {"a": [1, {"b": "x&y"}, []], "c": SAMPLE_VOTE}
     call = codec._fast_call(codec.encode_call("t.x", [value, 2]))
     assert call is not None
     assert same(list(call.params), [value, 2])

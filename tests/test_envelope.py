@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -212,7 +212,7 @@ def test_rotation_under_a_steady_stream_loses_nothing(scheme: str) -> None:
                 openers[receiver].open(packet, now=NOW)
 
     new_key = Keyring.generate(scheme, key_id="k2")
-    steps = [
+    steps: list[Callable[[str], Keyring]] = [
         lambda node: rings[node].with_key(new_key),  # 1. install everywhere
         lambda node: rings[node].with_signing_key("k2"),  # 2. switch the signing key
         lambda node: rings[node].without_key("k1"),  # 3. remove the old key

@@ -20,7 +20,7 @@ import time
 import xmlrpc.client
 import xmlrpc.server
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -198,7 +198,9 @@ def authed(url: str, credentials: tuple[str, str] = ("k1", TOKEN1)) -> str:
     return url.replace("://", f"://{credentials[0]}:{credentials[1]}@", 1)
 
 
-def proxy(url: str, **options: Any) -> xmlrpc.client.ServerProxy:
+def proxy(url: str, **options: Any) -> Any:
+    """A ``ServerProxy`` for ``url``; typed ``Any`` because its methods are the server's and
+    return whatever it sent."""
     options.setdefault("allow_none", True)
     options.setdefault("use_builtin_types", True)
     return xmlrpc.client.ServerProxy(url, **options)
@@ -321,7 +323,7 @@ def test_channel_configuration_errors() -> None:
 
 # -- the standard library's client calling our endpoint ---------------------------------------
 
-VALUES = [
+VALUES: list[Any] = [
     0, 1, -1, 2**31 - 1, -(2**31), True, False, 0.0, -0.0, 1.5, 1e300, -2.5e-300,
     "", "héllo <&> ]]> \t\n", "\U0001f600", b"", b"\x00\x01\xfe\xff" * 10,
     dt.datetime(2026, 11, 22, 20, 37, 2), None, [], {}, [1, "a", [2.5, [None]]],
@@ -704,7 +706,10 @@ class StdlibServer:
         )
         self.server.register_function(lambda value: value, "echo")
         self.server.register_function(lambda a, b: a + b, "add")
-        self.server.register_function(lambda seconds: time.sleep(seconds) or "slept", "sleep")
+        self.server.register_function(
+            lambda seconds: time.sleep(seconds) or "slept",  # type: ignore[func-returns-value]
+            "sleep",
+        )
         self.server.register_function(lambda: (_ for _ in ()).throw(ValueError("bad")), "boom")
         self.server.register_introspection_functions()
         self.server.register_multicall_functions()
@@ -733,7 +738,7 @@ def test_blocking_channel_calls_stdlib_server(stdlib_server: StdlibServer) -> No
         for value in STDLIB_VALUES:
             assert channel.call("echo", [value], timeout=WAIT) == value, value
         assert channel.call("add", [40, 2], timeout=WAIT) == 42
-        assert "add" in channel.call("system.listMethods", [], timeout=WAIT)
+        assert "add" in cast(list[str], channel.call("system.listMethods", [], timeout=WAIT))
         assert channel.call("echo", [7], timeout=WAIT, oneway=True) is None
         with pytest.raises(Fault) as fault:
             channel.call("boom", [], timeout=WAIT)
@@ -798,7 +803,7 @@ def test_our_clients_with_our_endpoint(serve: Served) -> None:
             channel.call("demo.refuse", [], timeout=WAIT)
         assert fault.value == Fault(7, "not now")
         assert channel.call("demo.record", [9], timeout=WAIT, oneway=True) is None
-        assert channel.call("demo.whoami", [], timeout=WAIT)["key_id"] == "k1"
+        assert cast(dict[str, Any], channel.call("demo.whoami", [], timeout=WAIT))["key_id"] == "k1"
     assert server.counters["connections"] == 1  # one keep-alive connection for all of it
     assert serve.demo.recorded == [9]
     with HttpBlockingChannel(server.url) as anonymous, pytest.raises(HTTPError) as refused:

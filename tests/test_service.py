@@ -299,7 +299,7 @@ def test_decorator_misuse() -> None:
         def _implementation() -> None: ...
 
     with pytest.raises(ConfigurationError, match="plain methods"):
-        remote(staticmethod(lambda: None))  # type: ignore[arg-type]
+        remote(staticmethod(lambda: None))
 
 
 def test_public_names_are_exported() -> None:

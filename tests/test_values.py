@@ -24,7 +24,7 @@ def test_limits_must_be_positive_ints(field: str, bad: object) -> None:
 
 def test_limits_are_keyword_only_and_frozen() -> None:
     with pytest.raises(TypeError):
-        Limits(10)  # type: ignore[misc]
+        Limits(10)  # type: ignore[call-arg]
     limits = Limits()
     with pytest.raises(AttributeError):
         limits.max_size = 1  # type: ignore[misc]

@@ -743,9 +743,9 @@ class Lab:
         client each): ``calls`` are ``(url, method, params)`` with JSON-able params. Returns one
         ``{"status", "value", "error"}`` per call, where ``status`` is the exit status
         ``clusterrpc call`` would have given."""
-        calls = [[url, method, list(params)] for url, method, params in calls]
+        rows = [[url, method, list(params)] for url, method, params in calls]
         request = json.dumps({"keyring": str(self.keyring_path), "timeout": timeout,
-                              "calls": calls})
+                              "calls": rows})
         result = self.run(host, [sys.executable, str(CLIENT_SCRIPT)], input=request,
                           timeout=timeout + COMMAND_TIMEOUT)
         if result.returncode != 0:

@@ -134,8 +134,10 @@ def test_layout(five: Lab) -> None:
 def test_every_host_calls_every_other_host_over_tcp_and_udp(five: Lab) -> None:
     for source in five.hosts:
         others = [node for node in five.nodes if node.host != source]
-        calls = [(node.url(scheme), "lab.status", []) for node in others
-                 for scheme in ("tcp", "udp")]
+        calls: list[tuple[str, str, list[Any]]] = [
+            (node.url(scheme), "lab.status", []) for node in others
+            for scheme in ("tcp", "udp")
+        ]
         answers = five.calls(source, calls, timeout=5.0)
         got = [(answer["status"], (answer["value"] or {}).get("node")) for answer in answers]
         assert got == [(0, node.name) for node in others for _ in ("tcp", "udp")], answers
@@ -502,10 +504,10 @@ def test_a_lab_whose_owner_ends_without_closing_it(end: str) -> None:
 def test_unavailable_reasons_say_what_is_missing(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     """These run anywhere: the probe's messages, without touching the network."""
-    monkeypatch.setattr(lab_module.sys, "platform", "linux")
-    monkeypatch.setattr(lab_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(lab_module.sys, "platform", "linux")  # type: ignore[attr-defined]
+    monkeypatch.setattr(lab_module.os, "geteuid", lambda: 1000)  # type: ignore[attr-defined]
     assert "needs root" in (lab_module._probe() or "")
-    monkeypatch.setattr(lab_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab_module.os, "geteuid", lambda: 0)  # type: ignore[attr-defined]
     monkeypatch.setattr(lab_module, "find_tool", lambda name: None)
     assert "`ip` (iproute2)" in (lab_module._probe() or "")
     monkeypatch.setattr(lab_module, "find_tool",
