@@ -1,22 +1,37 @@
 """``clusterrpc keys``: every subcommand in-process, exit codes, JSON output, the environment
-default, rotation across two nodes, ed25519 trust, and one run of the real command."""
+default, rotation across two nodes, ed25519 trust, and runs of the real command (one of them
+``http-credentials`` giving curl and ``xmlrpc.client`` what they need to call a real node)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import urllib.parse
+import xmlrpc.client
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from clusterrpc import Node, current_call, remote
 from clusterrpc.auth import get_scheme
-from clusterrpc.cli.keys import ENV_KEYRING
+from clusterrpc.cli.keys import ENV_KEYRING, url_with_credentials
 from clusterrpc.cli.main import main
-from clusterrpc.errors import UnknownKeyError, UnknownSenderError
+from clusterrpc.errors import ConfigurationError, UnknownKeyError, UnknownSenderError
 from clusterrpc.keyring import Keyring, fingerprint
+from clusterrpc.transports.http import http_token
+from tests.conftest import time_scale
+
+T = TypeVar("T")
+WAIT = 30.0 * time_scale()
+"""Upper bound for a process or a call that should take a fraction of a second."""
 
 
 @pytest.fixture(autouse=True)
@@ -211,6 +226,7 @@ def test_keyring_from_environment(
         ["remove", "k"],
         ["untrust", "n2", "k"],
         ["export-public"],
+        ["http-credentials"],
     ],
 )
 def test_no_keyring_is_a_usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
@@ -447,3 +463,218 @@ def test_real_command_creates_a_keyring(tmp_path: Path) -> None:
     )
     assert again.returncode == 2
     assert again.stderr.startswith("clusterrpc: error: ")
+
+
+# -- http-credentials ----------------------------------------------------------------------------
+
+
+def two_key_keyring(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Path:
+    """A keyring whose key k1 signs and whose key k2 is only accepted."""
+    path = tmp_path / "cluster.keys"
+    ok(capsys, "keys", "new", "--scheme", "hmac-sha256", "--id", "k1", "--cluster", "C", path)
+    ok(capsys, "keys", "add", "--scheme", "blake2b", "--id", "k2", "-k", path)
+    return path
+
+
+def test_http_credentials_of_the_signing_key(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    path = two_key_keyring(capsys, tmp_path)
+    keyring = Keyring.load(path)
+    status, out, err = run(capsys, "keys", "http-credentials", "-k", path)
+    assert status == 0
+    assert out == f"user: k1\ntoken: {http_token(keyring.keys['k1'])}\n"
+    # The token is a secret, and the command says so, on standard error only.
+    assert err.startswith("clusterrpc: warning: the token is a secret")
+    assert "clear text" in err
+    assert err.count("\n") == 1
+    for secret in secrets_of(keyring):
+        assert secret not in out + err
+
+
+def test_http_credentials_of_another_key(capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    path = two_key_keyring(capsys, tmp_path)
+    status, out, _ = run(capsys, "keys", "http-credentials", "-k", path, "--key", "k2")
+    assert status == 0
+    assert out == f"user: k2\ntoken: {http_token(Keyring.load(path).keys['k2'])}\n"
+
+
+def test_http_credentials_url(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = two_key_keyring(capsys, tmp_path)
+    token = http_token(Keyring.load(path).keys["k1"])
+    cases = {
+        "http://127.0.0.1:7400/": f"http://k1:{token}@127.0.0.1:7400/",
+        "http://127.0.0.1:7400": f"http://k1:{token}@127.0.0.1:7400/RPC2",  # as the node reads it
+        "https://[::1]:7443/x/y": f"https://k1:{token}@[::1]:7443/x/y",
+        "https://node-1.example": f"https://k1:{token}@node-1.example:443/RPC2",
+    }
+    for url, expected in cases.items():
+        status, out, err = run(capsys, "keys", "http-credentials", "-k", path, "--url", url)
+        assert (status, out) == (0, expected + "\n"), err
+        assert "the token is a secret" in err
+        assert ("clear text" in err) == url.startswith("http:")
+
+
+def test_url_with_credentials_percent_encodes_the_userinfo() -> None:
+    # Key ids and tokens are URL-safe today; the URL must stay right for any user name.
+    url = url_with_credentials("http://127.0.0.1:7400/RPC2", "a b:c/@%é", "t:@/")
+    assert url == "http://a%20b%3Ac%2F%40%25%C3%A9:t%3A%40%2F@127.0.0.1:7400/RPC2"
+    parts = urllib.parse.urlsplit(url)
+    assert (parts.hostname, parts.port, parts.path) == ("127.0.0.1", 7400, "/RPC2")
+    assert urllib.parse.unquote(parts.username or "") == "a b:c/@%é"
+    assert urllib.parse.unquote(parts.password or "") == "t:@/"
+
+
+def test_url_with_credentials_refuses_what_is_not_a_node_http_address() -> None:
+    for url, message in [
+        ("tcp://127.0.0.1:7400", "not an HTTP address"),
+        ("udp://127.0.0.1:7400", "not an HTTP address"),
+        ("http://k1:x@127.0.0.1:7400/", "already holds credentials"),
+        ("http://127.0.0.1:0/", "port 0"),
+        ("127.0.0.1:7400", "invalid address"),
+        ("http://", "invalid address"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            url_with_credentials(url, "k1", "t")
+
+
+def test_http_credentials_errors_exit_2(capsys: pytest.CaptureFixture[str],
+                                        tmp_path: Path) -> None:
+    path = two_key_keyring(capsys, tmp_path)
+    assert "does not exist" in fails(capsys, "keys", "http-credentials", "-k",
+                                     tmp_path / "missing.keys")
+    err = fails(capsys, "keys", "http-credentials", "-k", path, "--key", "nope")
+    assert "has no key 'nope' (its keys: k1, k2)" in err
+    assert "not an HTTP address" in fails(capsys, "keys", "http-credentials", "-k", path,
+                                          "--url", "tcp://127.0.0.1:7400")
+    assert "invalid address" in fails(capsys, "keys", "http-credentials", "-k", path,
+                                      "--url", "nonsense")
+    # A file of trusted public keys only has no key to derive a token from.
+    ok(capsys, "keys", "new", "--scheme", "ed25519", "--node", "n1", tmp_path / "n1.keys")
+    ok(capsys, "keys", "export-public", "-k", tmp_path / "n1.keys", "-o", tmp_path / "pub.keys")
+    assert "no keys" in fails(capsys, "keys", "http-credentials", "-k", tmp_path / "pub.keys")
+    path.chmod(0o644)
+    assert f"chmod 600 {path}" in fails(capsys, "keys", "http-credentials", "-k", path)
+
+
+# -- http-credentials end to end: a real node, the real command, foreign clients ----------------
+
+
+class Arithmetic:
+    @remote
+    def add(self, a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @remote
+    def whoami(self) -> str:
+        """The key id the caller authenticated with."""
+        return current_call().key_id or ""
+
+
+class LoopThread:
+    """An asyncio event loop running on its own thread, for a node beside blocking clients."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-keys-loop")
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(WAIT)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        self.loop.close()
+
+
+@pytest.fixture
+def http_node(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A node serving ``math.*`` on ``http://127.0.0.1:0/RPC2`` (loopback only) with the keys
+    of :func:`two_key_keyring`; yields (keyring path, the node's bound HTTP URL)."""
+    path = two_key_keyring(capsys, tmp_path)
+    node = Node("n1", cluster="C", keyring=Keyring.load(path),
+                listen=["http://127.0.0.1:0/RPC2"])
+    node.serve(Arithmetic(), name="math")
+    loop = LoopThread()
+    try:
+        loop.run(node.start())
+        try:
+            (url,) = node.addresses
+            assert url.startswith("http://127.0.0.1:"), url
+            assert url.endswith("/RPC2"), url
+            yield path, url
+        finally:
+            loop.run(node.stop())
+    finally:
+        loop.stop()
+
+
+def http_credentials_command(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the real ``clusterrpc keys http-credentials ARGV`` in a new process."""
+    env = {name: value for name, value in os.environ.items() if name != ENV_KEYRING}
+    return subprocess.run(
+        [sys.executable, "-m", "clusterrpc", "keys", "http-credentials", *map(str, argv)],
+        capture_output=True, text=True, timeout=WAIT, env=env, check=False,
+    )
+
+
+CALL_BODY = (
+    b'<?xml version="1.0"?><methodCall><methodName>math.add</methodName><params>'
+    b"<param><value><int>40</int></value></param><param><value><int>2</int></value></param>"
+    b"</params></methodCall>"
+)
+
+
+def curl(*argv: str) -> tuple[Any, ...]:
+    """POST :data:`CALL_BODY` with curl; the XML-RPC answer's parameters."""
+    executable = shutil.which("curl")
+    assert executable is not None
+    result = subprocess.run(
+        [executable, "--silent", "--show-error", "--fail", "--max-time", str(WAIT),
+         "--header", "Content-Type: text/xml", "--data-binary", "@-", *argv],
+        input=CALL_BODY, capture_output=True, timeout=WAIT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    params, method = xmlrpc.client.loads(result.stdout)
+    assert method is None
+    return params
+
+
+def test_http_credentials_url_calls_a_node_with_xmlrpc_client(
+    http_node: tuple[Path, str],
+) -> None:
+    path, node_url = http_node
+    result = http_credentials_command("-k", path, "--url", node_url)
+    assert result.returncode == 0, result.stderr
+    assert "the token is a secret" in result.stderr
+    url = result.stdout.strip()
+    assert result.stdout == url + "\n"
+    with xmlrpc.client.ServerProxy(url) as proxy:
+        assert proxy.math.add(40, 2) == 42
+        assert proxy.math.whoami() == "k1"
+    with xmlrpc.client.ServerProxy(node_url) as anonymous, pytest.raises(
+        xmlrpc.client.ProtocolError
+    ) as refused:
+        anonymous.math.add(1, 2)
+    assert refused.value.errcode == 401
+    # Another key of the node's keyring works as well (keys rotate).
+    other = http_credentials_command("-k", path, "--key", "k2", "--url", node_url)
+    assert other.returncode == 0, other.stderr
+    with xmlrpc.client.ServerProxy(other.stdout.strip()) as proxy:
+        assert proxy.math.whoami() == "k2"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_http_credentials_let_curl_call_a_node(http_node: tuple[Path, str]) -> None:
+    path, node_url = http_node
+    with_url = http_credentials_command("-k", path, "--url", node_url)
+    assert with_url.returncode == 0, with_url.stderr
+    assert curl(with_url.stdout.strip()) == (42,)
+    # The user and token lines, as curl --user takes them.
+    lines = http_credentials_command("-k", path)
+    assert lines.returncode == 0, lines.stderr
+    fields = dict(line.split(": ", 1) for line in lines.stdout.splitlines())
+    assert sorted(fields) == ["token", "user"]
+    assert curl("--user", f"{fields['user']}:{fields['token']}", node_url) == (42,)

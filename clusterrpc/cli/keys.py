@@ -14,7 +14,13 @@
 ``clusterrpc keys list [--json]``
     key ids, schemes, which one signs, trusted public keys with fingerprints; never secrets;
 ``clusterrpc keys export-public [-o OUT]``
-    this node's public keys as a file that other nodes ``keys import``.
+    this node's public keys as a file that other nodes ``keys import``;
+``clusterrpc keys http-credentials [-k FILE] [--key KEYID] [--url URL]``
+    the HTTP Basic user name and token with which a foreign XML-RPC client (curl, Python's
+    ``xmlrpc.client``, any other language's) calls a node's ``http(s)://`` endpoint
+    (``spec/http.md``, "Credentials"): ``user: KEYID`` and ``token: TOKEN`` lines, or with
+    ``--url`` the node's address with them in it, ``http://KEYID:TOKEN@host:port/path``. The key
+    defaults to the signing key. The token is a secret (a warning on standard error says so).
 
 ``-k/--keyring FILE`` defaults to the environment variable ``CLUSTERRPC_KEYRING``. Every change
 loads the file, checks it, and saves it atomically with mode 0600. Errors are one line on
@@ -27,13 +33,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import urllib.parse
 from typing import Any, TypeVar
 
 from clusterrpc.auth import get_scheme
-from clusterrpc.errors import KeyringError
+from clusterrpc.errors import ConfigurationError, KeyringError
 from clusterrpc.keyring import Keyring, fingerprint
+from clusterrpc.transports.addresses import parse_address
 
-__all__ = ["ENV_KEYRING", "register"]
+__all__ = ["ENV_KEYRING", "register", "url_with_credentials"]
 
 ENV_KEYRING = "CLUSTERRPC_KEYRING"
 """The environment variable naming the keyring file when ``-k`` is not given."""
@@ -238,6 +247,55 @@ def _cmd_export_public(args: argparse.Namespace) -> int:
     return 0
 
 
+def url_with_credentials(url: str, user: str, token: str) -> str:
+    """``url``, an ``http(s)://`` address as a node's ``listen`` gives it, with ``user:token@``
+    in it: what ``xmlrpc.client.ServerProxy``, curl and most other clients take. The address is
+    written out in full as the node reads it (port and path: no path means ``/RPC2``), and the
+    user and token are percent-encoded (RFC 3986 userinfo), so any characters survive.
+
+    Raises :class:`~clusterrpc.errors.ConfigurationError` for an address that is invalid, not
+    HTTP, already holds credentials, or has port 0 (a port to listen on, not to call).
+    """
+    if "@" in urllib.parse.urlsplit(url).netloc:
+        raise ConfigurationError(f"{url} already holds credentials: give the node's address")
+    address = parse_address(url)
+    if address.scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"{url} is not an HTTP address: HTTP credentials are for http:// and https:// "
+            "endpoints only (packets authenticate with the keyring itself)"
+        )
+    if address.port == 0:
+        raise ConfigurationError(f"{url} has port 0: give the port the node listens on")
+    parts = urllib.parse.urlsplit(str(address))
+    userinfo = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(token, safe='')}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+
+def _cmd_http_credentials(args: argparse.Namespace) -> int:
+    # Imported here: the HTTP transport (and h11) loads only when HTTP is used.
+    from clusterrpc.transports.http import http_credentials  # noqa: PLC0415
+
+    path, keyring = _load(args)
+    if args.key_id is not None and args.key_id not in keyring.keys:
+        known = ", ".join(sorted(keyring.keys)) or "none"
+        raise KeyringError(f"{path} has no key {args.key_id!r} (its keys: {known})")
+    user, token = http_credentials(keyring, args.key_id)
+    url = None if args.url is None else url_with_credentials(args.url, user, token)
+    if url is None:
+        print(f"user: {user}")
+        print(f"token: {token}")
+    else:
+        print(url)
+    https = url is not None and url.startswith("https:")
+    print(
+        "clusterrpc: warning: the token is a secret: anyone who has it can call every HTTP "
+        f"endpoint that holds key {user} (of {path}) until the key is removed"
+        + ("" if https else "; over http:// (not https://) it travels in clear text"),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _keyring_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-k", "--keyring", metavar="FILE",
@@ -304,3 +362,23 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
     _keyring_option(export)
     export.add_argument("-o", "--output", metavar="OUT", help="write to OUT (default: stdout)")
     export.set_defaults(handler=_cmd_export_public)
+
+    credentials = sub.add_parser(
+        "http-credentials",
+        help="print the HTTP user and token for foreign XML-RPC clients (a secret)",
+        description="Print the HTTP Basic user name (a key id) and token with which a foreign "
+        "XML-RPC client calls a node's http(s):// endpoint (spec/http.md, \"Credentials\"). "
+        "The token is a secret: anyone who has it can call every endpoint that holds the key.",
+    )
+    _keyring_option(credentials)
+    credentials.add_argument(
+        "--key", dest="key_id", metavar="KEYID",
+        help="the key to derive them from (default: the signing key); any key of the "
+        "keyring is accepted by the node",
+    )
+    credentials.add_argument(
+        "--url", metavar="URL",
+        help="print the node's http(s):// address (as in its `listen`; no path means /RPC2) "
+        "with the credentials in it, e.g. http://KEYID:TOKEN@127.0.0.1:7400/RPC2",
+    )
+    credentials.set_defaults(handler=_cmd_http_credentials)
