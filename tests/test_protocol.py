@@ -351,7 +351,7 @@ def test_a_stream_connection_carries_calls_both_ways_over_tcp() -> None:
             there = [channel.call("svc.add", (i, 1), timeout=5.0) for i in range(5)]
             assert await asyncio.gather(*back) == [0, 2, 4, 6, 8]
             assert await asyncio.gather(*there) == [1, 2, 3, 4, 5]
-            who = await accepted.driver.call("client.who", (), timeout=5.0)
+            who: Any = await accepted.driver.call("client.who", (), timeout=5.0)
             assert who["node"] == "server"
             assert who["transport"] == "tcp"
             await accepted.driver.call("client.note", (9,), timeout=None, oneway=True)

@@ -591,7 +591,7 @@ def test_stale_unix_socket_is_replaced_and_removed_on_stop(tmp_path: Path) -> No
 
 def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="list"):
-        Node("n1", cluster=CLUSTER, keyring=KEYRING, listen="tcp://127.0.0.1:0")  # type: ignore[arg-type]
+        Node("n1", cluster=CLUSTER, keyring=KEYRING, listen="tcp://127.0.0.1:0")
     with pytest.raises(ConfigurationError, match="iface"):
         Node("n1", cluster=CLUSTER, keyring=KEYRING, listen=["udp://239.1.1.1:7400"])
     with pytest.raises(ConfigurationError, match="timeout"):
