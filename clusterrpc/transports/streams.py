@@ -584,8 +584,9 @@ class BlockingStreamChannel(BlockingChannel):
                 return self._exchange(sock, connection, call_id, oneway=oneway,
                                       timeout=timeout, deadline=None if timeout is None
                                       else now + timeout, method=method)
-            finally:
-                connection.cancel(call_id)  # a no-op once the call is settled
+            except BaseException:
+                connection.cancel(call_id)  # timed out or broken: a late answer is dropped
+                raise
 
     def _exchange(self, sock: socket.socket, connection: Connection, call_id: int, *,
                   oneway: bool, timeout: float | None, deadline: float | None, method: str
