@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _breakdown import breakdown
+from _breakdown import breakdown, warm_sides
 from _timing import schedstat_ns
 
 import clusterrpc
@@ -739,6 +739,39 @@ def print_oneway(results: dict[str, OnewayResult], out: Any) -> None:
               f" {cpu.get('server', 0.0):>7.1f}", file=out)
 
 
+def stages(report: dict[str, Any], warm: tuple[float, float]) -> dict[str, Any]:
+    """Where the CPU time of one sequential TCP call goes, per side: the bare echo's (system
+    calls, loopback TCP, wake-ups, and on the server asyncio's loop: the asyncio echo), our
+    Python measured warm in one process (``_breakdown.warm_sides``), and the rest of what
+    the processes measured — the same Python run cold, after each wake-up."""
+    seq = report.get("sequential_tcp", {})
+    ours = seq.get("clusterrpc", {}).get("cpu_us_per_call", {})
+    echo = seq.get("echo (asyncio server)", {}).get("cpu_us_per_call", {})
+    if not ours.get("server") or not echo.get("server"):
+        return {}
+    table: dict[str, Any] = {}
+    for index, side in enumerate(("client", "server")):
+        table[side] = {"echo": round(echo[side], 1), "warm": round(warm[index], 1),
+                       "cold": round(ours[side] - echo[side] - warm[index], 1),
+                       "measured": round(ours[side], 1)}
+    table["wall_us"] = seq["clusterrpc"]["us_per_call"]
+    return table
+
+
+def print_stages(table: dict[str, Any], out: Any) -> None:
+    client, server = table["client"], table["server"]
+    print("\nWhere a sequential TCP call's CPU goes (us per call)          client  server",
+          file=out)
+    for key, what in (("echo", "the bare echo: system calls, loopback TCP, wake-ups, loop"),
+                      ("warm", "clusterrpc's Python, warm (one process, no sockets)"),
+                      ("cold", "the rest: the same Python run cold, after each wake-up"),
+                      ("measured", "measured (schedstat)")):
+        print(f"  {what:<58} {client[key]:>7.1f} {server[key]:>7.1f}", file=out)
+    idle = table["wall_us"] - client["measured"] - server["measured"]
+    print(f"  wall time {table['wall_us']:.1f} us = client + server CPU + {idle:.1f} us "
+          "(wake-up latency, both waiting)", file=out)
+
+
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, measured."""
     found: list[dict[str, Any]] = []
@@ -925,6 +958,11 @@ def run_benchmark(args: argparse.Namespace, base_config: dict[str, Any], keyring
                 report["sequential_tcp"] = {n: r.as_json() for n, r in results.items()}
                 print_rates("1. Sequential calls over TCP, one blocking client", results,
                             "clusterrpc", out)
+                reply = {"term": SAMPLE_VOTE["term"], "granted": True, "voter": SERVER_NODE}
+                table = stages(report, warm_sides(keyring, CLUSTER, SAMPLE_VOTE, reply))
+                if table:
+                    report["stages_tcp"] = table
+                    print_stages(table, out)
             if "unix" in sections:
                 results = sequential(ctx, "unix")
                 report["sequential_unix"] = {n: r.as_json() for n, r in results.items()}

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -493,6 +494,7 @@ class BlockingStreamChannel(BlockingChannel):
         self.messenger = messenger
         self.connect_timeout = connect_timeout
         self._connection: Connection | None = None
+        self._poller: select.poll | None = None
         self._socket: socket.socket | None = None
         self._socket_timeout: float | None = None  # what SO_RCVTIMEO/SO_SNDTIMEO hold now
         self._buffer = bytearray(STREAM_READ_SIZE)
@@ -520,6 +522,8 @@ class BlockingStreamChannel(BlockingChannel):
             # Blocking from now on; deadlines are the kernel's socket timeouts (_set_timeout).
             sock.settimeout(None)
         self._socket_timeout = None
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
         self._connection = Connection(self.messenger, dispatcher=None,
                                       transport=address.scheme, peer=self.url,
                                       max_in_flight=1)
@@ -542,12 +546,16 @@ class BlockingStreamChannel(BlockingChannel):
             self._socket.close()
             self._socket = None
         self._connection = None
+        self._poller = None
 
     def _check_idle_connection(self, sock: socket.socket, connection: Connection) -> bool:
         """Whether the idle connection still stands: read what arrived while we were idle
         (late answers: dropped) without blocking; an EOF or a reset means the server closed
         it, and a call must not be written on a connection known to be dead, since its failure
-        could not be told apart from a server that died while running it. One system call."""
+        could not be told apart from a server that died while running it. One ``poll`` system
+        call when nothing waits (no exception raised, unlike a non-blocking read)."""
+        if self._poller is None or not self._poller.poll(0):
+            return True
         try:
             count = sock.recv_into(self._buffer, STREAM_READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
