@@ -42,9 +42,10 @@ distinctions that callers act on:
 Every ``AuthenticationError`` subclass names, in ``counter``, the counter that the packet layer
 increments when it refuses a packet that way (``clusterrpc.envelope.PacketCounters``).
 ``TransportError`` is where operating-system errors (``OSError``: refused connections, resets,
-missing socket files) are translated, at the transport boundary and nowhere else; the original
-``OSError`` is the ``__cause__``. A call that failed with ``ConnectionLostError`` may or may not
-have run on the server, like a timed-out one.
+missing socket files) are translated, at the transport boundary and nowhere else (one module:
+``clusterrpc.transports.errors``); the original ``OSError`` is the ``__cause__``. A call that
+failed with ``ConnectionLostError`` may or may not have run on the server, like a timed-out
+one.
 
 Fault codes follow the XML-RPC fault-interoperability specification; see :class:`FaultCode`
 and ``spec/codecs.md``.

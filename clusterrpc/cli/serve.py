@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterrpc.cli.exits import EXIT_OK, UsageError
+from clusterrpc.config import Group, NodeConfig
+from clusterrpc.errors import ConfigurationError
 from clusterrpc.keyring import Keyring
 
 __all__ = ["ServeConfig", "load_config", "register", "resolve_service"]
@@ -76,9 +78,11 @@ class ServeConfig:
     listen: list[str]
     services: dict[str, str]
     options: dict[str, Any]
+    """The other :class:`~clusterrpc.Node` keyword arguments."""
     groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     """``Node(groups=…)``: name → URL, list of URLs, or ``{"address", "members", "join"}``."""
-    """The other :class:`~clusterrpc.Node` keyword arguments."""
+    node: NodeConfig | None = None
+    """The node's configuration, parsed and checked once from all of the above."""
 
 
 def _type_name(value: object) -> str:
@@ -193,9 +197,18 @@ def load_config(path: str | Path) -> ServeConfig:
                 )
         elif not isinstance(spec, str | list):
             raise UsageError(f"{path}: group `{group}` must be a URL, a list of URLs or a table")
+    try:
+        node = NodeConfig.from_options(
+            name, cluster=cluster, keyring=keyring, listen=list(listen),
+            groups={group: Group(**spec) if isinstance(spec, dict) else spec
+                    for group, spec in groups.items()},
+            **options,
+        )  # fmt: skip
+    except ConfigurationError as error:
+        raise UsageError(f"{path}: {error}") from None
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
                        listen=list(listen), services=dict(services), options=options,
-                       groups=dict(groups))
+                       groups=dict(groups), node=node)
 
 
 def resolve_service(service: str, target: str) -> object:
@@ -224,12 +237,10 @@ def resolve_service(service: str, target: str) -> object:
 
 
 def _build_node(config: ServeConfig) -> Any:
-    from clusterrpc.node import Group, Node  # noqa: PLC0415 - the I/O layers load on use
+    from clusterrpc.node import Node  # noqa: PLC0415 - the I/O layers load on use
 
-    groups = {name: Group(**spec) if isinstance(spec, dict) else spec
-              for name, spec in config.groups.items()}
-    node = Node(config.name, cluster=config.cluster, keyring=config.keyring,
-                listen=config.listen, groups=groups, **config.options)
+    assert config.node is not None  # load_config always sets it
+    node = Node(config=config.node)
     for service, target in config.services.items():
         published = node.serve(resolve_service(service, target), name=service)
         log.info("serving %s: %s", service, ", ".join(published))

@@ -1,5 +1,6 @@
 """The RPC layer (sans-I/O): decorators, the registry of served methods, dispatch,
-introspection, multicall, the call context, and the client side's call tracking.
+introspection, multicall, the call context, the client side's call tracking, and the connection
+protocol every transport drives (:mod:`clusterrpc.rpc.protocol`).
 
 Transports (asyncio) drive these objects; nothing here opens a socket or reads a clock.
 """
