@@ -120,6 +120,8 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
          _best(calls, each(serve), count)),
         ("server: Messenger.seal_answer (encode reply + header + HMAC)",
          _best(ints, repeat(lambda: server.seal_answer(1, codec.codec_id, reply)), count)),
+        ("server: codec encode_reply alone",
+         _best(ints, repeat(lambda: codec.encode_reply(reply)), count)),
         ("client: Messenger.open + decode_answer of the reply",
          _best(answers, each(answer), count)),
         ("client: codec decode_response alone",
@@ -214,15 +216,25 @@ def _written() -> Any:
     return Written()
 
 
+_CODEC = {"client": ("encode_call", "decode_response"), "server": ("decode_call", "encode_reply")}
+
+
 def warm_sides(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dict[str, Any],
-               count: int = 2000) -> tuple[float, float]:
-    """Microseconds of Python per sequential call on each side, ``(client, server)``, warm:
-    the real blocking client (``clusterrpc.connect``'s proxy, lock, protocol, codec, envelope)
-    and the real server side of a stream connection (its ``StreamProtocol``, driver,
-    dispatch), in one process, the socket replaced by a hand-over. What this leaves out is
-    the kernel and the event loop (the bare echo's CPU) and the cost of running the same code
-    cold, after each wake-up."""
+               count: int = 2000) -> dict[str, dict[str, float]]:
+    """Microseconds of Python per sequential call on each side, warm: the real blocking client
+    (``clusterrpc.connect``'s proxy, lock, protocol, codec, envelope) and the real server side
+    of a stream connection (its ``StreamProtocol``, driver, dispatch), in one process, the
+    socket replaced by a hand-over. What this leaves out is the kernel and the event loop (the
+    bare echo's CPU) and the cost of running the same code cold, after each wake-up.
+
+    ``{"client": {...}, "server": {...}}``, each with ``warm`` (the best unprofiled time) split
+    into ``codec`` (the xmlrpc codec's encode and decode), ``envelope`` (sealing and opening:
+    header, HMAC, replay window) and ``protocol`` (everything else: client API, call tracking,
+    framing, dispatch, driver) by their shares of a profile of the same loop. Each side does one
+    seal and one open, so the envelope's profile is split evenly between them."""
     import asyncio  # noqa: PLC0415 - the server side wants a running loop for its timers
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
 
     from clusterrpc.client import Client  # noqa: PLC0415
     from clusterrpc.transports.addresses import parse_address  # noqa: PLC0415
@@ -241,7 +253,8 @@ def warm_sides(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: di
     server = StreamServer(parse_address("tcp://127.0.0.1:1"), node.serving, max_frame=1 << 20)
     written = _written()
     loop = asyncio.new_event_loop()
-    result: list[tuple[float, float]] = []
+    timings: dict[str, float] = {}
+    profiler = cProfile.Profile()
 
     async def measure() -> None:
         protocol = server._accept()
@@ -257,20 +270,44 @@ def warm_sides(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: di
         channel._connection = Connection(channel.messenger, dispatcher=None, transport="tcp",
                                          peer=channel.url, max_in_flight=1)
         client = Client(channel, timeout=30.0)
-        best = (float("inf"), float("inf"))
+        best = float("inf")
         for _ in range(ROUNDS):
             fake.server_seconds = 0.0
             started = time.perf_counter()
             for _ in range(count):
                 client.election.vote(ballot)
-            total = time.perf_counter() - started
-            server_us = fake.server_seconds / count * 1e6
-            if total / count * 1e6 < sum(best):
-                best = (total / count * 1e6 - server_us, server_us)
-        result.append(best)
+            total = (time.perf_counter() - started) / count * 1e6
+            if total < best:
+                best = total
+                timings["server"] = fake.server_seconds / count * 1e6
+                timings["client"] = total - timings["server"]
+        fake.server_seconds = 0.0
+        profiler.enable()
+        for _ in range(count):
+            client.election.vote(ballot)
+        profiler.disable()
 
     try:
         loop.run_until_complete(measure())
     finally:
         loop.close()
-    return result[0]
+    stats: Any = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+
+    def cumulative(file_suffix: str, name: str) -> float:
+        return sum(entry[3] for (file, _, function), entry in stats.items()
+                   if function == name and file.endswith(file_suffix))
+
+    profiled_server = cumulative("_breakdown.py", "sendall")
+    profiled_total = cumulative("proxy.py", "__call__")
+    envelope = cumulative("envelope.py", "seal") + cumulative("envelope.py", "open") + (
+        cumulative("envelope.py", "decode") - cumulative("xmlrpc.py", "decode_call")
+        - cumulative("xmlrpc.py", "decode_response"))
+    result: dict[str, dict[str, float]] = {}
+    for side, profiled in (("client", profiled_total - profiled_server),
+                           ("server", profiled_server)):
+        scale = timings[side] / profiled
+        codec = sum(cumulative("xmlrpc.py", name) for name in _CODEC[side]) * scale
+        sealing = envelope / 2 * scale
+        result[side] = {"warm": timings[side], "codec": codec, "envelope": sealing,
+                        "protocol": timings[side] - codec - sealing}
+    return result

@@ -739,33 +739,44 @@ def print_oneway(results: dict[str, OnewayResult], out: Any) -> None:
               f" {cpu.get('server', 0.0):>7.1f}", file=out)
 
 
-def stages(report: dict[str, Any], warm: tuple[float, float]) -> dict[str, Any]:
+def stages(report: dict[str, Any], warm: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Where the CPU time of one sequential TCP call goes, per side: the bare echo's (system
-    calls, loopback TCP, wake-ups, and on the server asyncio's loop: the asyncio echo), our
-    Python measured warm in one process (``_breakdown.warm_sides``), and the rest of what
-    the processes measured — the same Python run cold, after each wake-up."""
+    calls, loopback TCP, wake-ups, and on the server asyncio's loop: the asyncio echo); our
+    Python measured warm in one process and split by a profile (``_breakdown.warm_sides``);
+    and what remains of the processes' measured CPU — the same Python run cold, after each
+    wake-up."""
     seq = report.get("sequential_tcp", {})
     ours = seq.get("clusterrpc", {}).get("cpu_us_per_call", {})
     echo = seq.get("echo (asyncio server)", {}).get("cpu_us_per_call", {})
     if not ours.get("server") or not echo.get("server"):
         return {}
     table: dict[str, Any] = {}
-    for index, side in enumerate(("client", "server")):
-        table[side] = {"echo": round(echo[side], 1), "warm": round(warm[index], 1),
-                       "cold": round(ours[side] - echo[side] - warm[index], 1),
-                       "measured": round(ours[side], 1)}
+    for side in ("client", "server"):
+        row = {key: round(value, 1) for key, value in warm[side].items()}
+        row["echo"] = round(echo[side], 1)
+        row["cold"] = round(ours[side] - echo[side] - warm[side]["warm"], 1)
+        row["measured"] = round(ours[side], 1)
+        table[side] = row
     table["wall_us"] = seq["clusterrpc"]["us_per_call"]
     return table
+
+
+STAGE_ROWS = (
+    ("echo", "the bare echo: system calls, loopback TCP, wake-ups, loop"),
+    ("codec", "  codec: encode and decode (xmlrpc)"),
+    ("envelope", "  envelope: header, HMAC-SHA256, replay window"),
+    ("protocol", "  client API, call tracking, framing, dispatch, driver"),
+    ("warm", "clusterrpc's Python, warm (one process, no sockets)"),
+    ("cold", "the rest: the same Python run cold, after each wake-up"),
+    ("measured", "measured (schedstat)"),
+)
 
 
 def print_stages(table: dict[str, Any], out: Any) -> None:
     client, server = table["client"], table["server"]
     print("\nWhere a sequential TCP call's CPU goes (us per call)          client  server",
           file=out)
-    for key, what in (("echo", "the bare echo: system calls, loopback TCP, wake-ups, loop"),
-                      ("warm", "clusterrpc's Python, warm (one process, no sockets)"),
-                      ("cold", "the rest: the same Python run cold, after each wake-up"),
-                      ("measured", "measured (schedstat)")):
+    for key, what in STAGE_ROWS:
         print(f"  {what:<58} {client[key]:>7.1f} {server[key]:>7.1f}", file=out)
     idle = table["wall_us"] - client["measured"] - server["measured"]
     print(f"  wall time {table['wall_us']:.1f} us = client + server CPU + {idle:.1f} us "
