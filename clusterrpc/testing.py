@@ -937,8 +937,20 @@ class VirtualClock:
             self._base += amount
         self._wake_loops()
 
-    def _advance_to(self, target: float) -> None:
-        """Jump to ``target`` if that is ahead (autojump)."""
+    def reading(self) -> tuple[float, float, float]:
+        """``(time, rate, autojump_threshold)`` read together: what a
+        :class:`VirtualEventLoop` needs to decide how long to wait."""
+        with self._lock:
+            return self._now(), self._rate, self._autojump_threshold
+
+    def attach(self, loop: VirtualEventLoop) -> None:
+        """Register ``loop`` to be woken when the clock jumps or its settings change (a
+        :class:`VirtualEventLoop` attaches itself; the clock holds it weakly)."""
+        self._loops.add(loop)
+
+    def advance_to(self, target: float) -> None:
+        """Jump to ``target`` if that is ahead; never back (the loop's autojump). Unlike
+        :meth:`jump`, the loops are not woken: the caller is the loop that waits."""
         with self._lock:
             now = self._now()
             if target > now:
@@ -1026,10 +1038,9 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout is None or timeout <= 0:
             return self._selector.select(timeout)  # ready callbacks, or no timer to jump to
         clock = self._clock
-        with clock._lock:
-            now = clock._now()
-            rate = clock._rate
-            threshold = math.inf if self.outstanding else clock._autojump_threshold
+        now, rate, threshold = clock.reading()
+        if self.outstanding:
+            threshold = math.inf
         natural = timeout / rate if rate > 0.0 else math.inf  # real seconds until the timer
         wait = min(natural, threshold)
         if math.isinf(wait):
@@ -1038,7 +1049,7 @@ class _VirtualSelector(selectors.BaseSelector):
             return self._selector.select(_MAX_REAL_WAIT)
         events = self._selector.select(wait)
         if not events and wait == threshold:
-            clock._advance_to(now + timeout)
+            clock.advance_to(now + timeout)
         return events
 
     def close(self) -> None:
@@ -1072,7 +1083,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._virtual_clock = clock
         self._virtual_selector = _VirtualSelector(clock)
         super().__init__(self._virtual_selector)
-        clock._loops.add(self)
+        clock.attach(self)
 
     @property
     def clock(self) -> VirtualClock:

@@ -403,7 +403,7 @@ class Invocation:
     thread's event loop), then flushes :meth:`Connection.data_to_send`. ``context`` is the
     call's :class:`~clusterrpc.rpc.CallContext`."""
 
-    __slots__ = ("_codec_id", "_connection", "_coroutine", "_destination", "call_id", "context")
+    __slots__ = ("_connection", "_coroutine", "call_id", "codec_id", "context", "destination")
 
     def __init__(self, connection: Connection, coroutine: Coroutine[Any, Any, Value],
                  context: CallContext, *, call_id: int, codec_id: int, destination: object
@@ -412,8 +412,10 @@ class Invocation:
         self._coroutine = coroutine
         self.context = context
         self.call_id = call_id
-        self._codec_id = codec_id
-        self._destination = destination
+        self.codec_id = codec_id
+        """The codec of the call (its answer uses the same)."""
+        self.destination = destination
+        """Where the answer goes (a datagram's source; ``None`` on a stream)."""
 
     async def run(self) -> None:
         """Run the method to its end and queue its answer on the connection. If the awaiting
@@ -614,8 +616,8 @@ class Connection:
         """An :class:`Invocation` ended (its :meth:`Invocation.run` calls this): queue the
         answer and serve frames that waited for a free slot. The driver then flushes."""
         self.running -= 1
-        self._send_answer(invocation.call_id, invocation._codec_id, answer,
-                          invocation._destination)
+        self._send_answer(invocation.call_id, invocation.codec_id, answer,
+                          invocation.destination)
         if self._backlog:
             self._serve_backlog()
 

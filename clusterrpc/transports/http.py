@@ -367,7 +367,8 @@ class HttpServer:
         """``connections`` accepted; HTTP ``requests`` received (complete heads);
         ``unauthorized`` (401); ``bad_requests`` (400, 404, 405, 413, 431); ``overloaded``
         (503); ``timeouts`` (connections dropped for a slow head or body)."""
-        self._path = (address.path or "/RPC2").encode("ascii")
+        self.path = (address.path or "/RPC2").encode("ascii")
+        """The request path XML-RPC is served on (other paths are answered 404)."""
         self._transport = address.scheme
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], _ServerConnection] = {}
@@ -643,7 +644,7 @@ class _ServerConnection:
         """Answer one request; return whether the connection may carry another one. Raises
         :class:`_Refused` for requests refused before their body is read."""
         server = self.server
-        if _request_path(request.target) != server._path:
+        if _request_path(request.target) != server.path:
             raise _Refused(404, "bad_requests")
         if request.method != b"POST":
             raise _Refused(405, "bad_requests", [(b"Allow", b"POST")])
