@@ -20,7 +20,6 @@ from clusterrpc.rpc.calls import CallFailed, CallSucceeded
 from clusterrpc.rpc.protocol import (
     COUNTER_NAMES,
     NO_ANSWER,
-    CallAnswered,
     Connection,
     ConnectionBroken,
     Dispatcher,
@@ -100,10 +99,8 @@ def shuttle(a: Connection, b: Connection) -> None:
 def answers(connection: Connection) -> dict[int, Any]:
     out: dict[int, Any] = {}
     for event in connection.events_received():
-        assert isinstance(event, CallAnswered)
-        outcome = event.outcome
-        out[event.call_id] = (outcome.value if isinstance(outcome, CallSucceeded)
-                              else outcome.error)
+        assert isinstance(event, CallSucceeded | CallFailed)
+        out[event.call_id] = event.value if isinstance(event, CallSucceeded) else event.error
     return out
 
 
@@ -185,10 +182,9 @@ def test_deadlines_run_on_the_time_passed_in(sides: tuple[Pair, Pair]) -> None:
     assert a.events_received() == []
     a.expire(100.5)
     (event,) = a.events_received()
-    assert isinstance(event, CallAnswered)
+    assert isinstance(event, CallFailed)
     assert event.call_id == early
-    assert isinstance(event.outcome, CallFailed)
-    assert isinstance(event.outcome.error, CallTimeoutError)
+    assert isinstance(event.error, CallTimeoutError)
     assert a.next_deadline() == 102.0
     a.cancel(late)
     assert a.next_deadline() is None
@@ -228,10 +224,9 @@ def test_a_frame_over_the_limit_breaks_the_stream(sides: tuple[Pair, Pair]) -> N
     waiting = b.send_call("svc.add", (1, 1), now=0.0, timeout=5.0)
     b.receive_data(frame(b"x" * 65), now=0.0)
     events = b.events_received()
-    assert isinstance(events[0], CallAnswered)
+    assert isinstance(events[0], CallFailed)
     assert events[0].call_id == waiting
-    assert isinstance(events[0].outcome, CallFailed)
-    assert isinstance(events[0].outcome.error, ConnectionLostError)
+    assert isinstance(events[0].error, ConnectionLostError)
     assert isinstance(events[1], ConnectionBroken)
     assert right.messenger.counters["refused_malformed"] == 1
     assert a.in_flight == 0

@@ -63,7 +63,7 @@ from clusterrpc.packet import (
     decode_timeout,
     encode_timeout,
 )
-from clusterrpc.rpc.calls import CallFailed, CallOutcome, CallTracker
+from clusterrpc.rpc.calls import CallFailed, CallOutcome, CallSucceeded, CallTracker
 from clusterrpc.rpc.context import CallContext, new_call_context
 from clusterrpc.rpc.gather import GatherTracker, GroupReplies
 from clusterrpc.rpc.service import ServiceRegistry
@@ -75,7 +75,6 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "COUNTER_NAMES",
     "NO_ANSWER",
-    "CallAnswered",
     "Connection",
     "ConnectionBroken",
     "Dispatcher",
@@ -368,21 +367,6 @@ _NEVER_RAN: Final = frozenset((FaultCode.METHOD_NOT_FOUND, FaultCode.INVALID_PAR
 # -- events ------------------------------------------------------------------------------------
 
 
-class CallAnswered:
-    """A call this side made is settled: ``outcome`` is its value or its error (a fault, a
-    timeout, a lost connection …). (A plain class: one per answer, built faster than a named
-    tuple.)"""
-
-    __slots__ = ("call_id", "outcome")
-
-    def __init__(self, call_id: int, outcome: CallOutcome) -> None:
-        self.call_id = call_id
-        self.outcome = outcome
-
-    def __repr__(self) -> str:
-        return f"CallAnswered({self.call_id}, {self.outcome!r})"
-
-
 class GatherEnded(typing.NamedTuple):
     """A multicast call this side made has gathered its answers (all expected members or the
     quorum answered, or its deadline passed, or it was cancelled)."""
@@ -438,7 +422,10 @@ class Invocation:
         return f"<Invocation {self.context.method} #{self.call_id}>"
 
 
-Event = CallAnswered | GatherEnded | Invocation | ConnectionBroken
+Event = CallSucceeded | CallFailed | GatherEnded | Invocation | ConnectionBroken
+"""What :meth:`Connection.events_received` returns. A call this side made is settled by its
+:data:`~clusterrpc.rpc.calls.CallOutcome` itself (:class:`~clusterrpc.rpc.calls.CallSucceeded`
+or :class:`~clusterrpc.rpc.calls.CallFailed`, which carry the call id): one object per answer."""
 
 
 # -- the connection ----------------------------------------------------------------------------
@@ -661,11 +648,11 @@ class Connection:
         except DecodeError as error:
             outcome = calls.cancel(call_id)
             if outcome is not None:
-                self._events.append(CallAnswered(call_id, CallFailed(call_id, error)))
+                self._events.append(CallFailed(call_id, error))
             return
         settled = calls.receive(call_id, message)
         if settled is not None:  # None: a late answer, counted by the tracker and dropped
-            self._events.append(CallAnswered(call_id, settled))
+            self._events.append(settled)
 
     # -- output: calls -------------------------------------------------------------------------
 
@@ -689,8 +676,8 @@ class Connection:
                   timeout: float | None, oneway: bool = False,
                   destinations: Sequence[Destination] = (None,)) -> int:
         """Queue a call of ``method``; return its call id (its answer comes as a
-        :class:`CallAnswered` event, unless ``oneway``). ``destinations``: the socket addresses
-        of a datagram connection (the same packet to each).
+        :data:`~clusterrpc.rpc.calls.CallOutcome` event, unless ``oneway``). ``destinations``:
+        the socket addresses of a datagram connection (the same packet to each).
 
         Raises :class:`~clusterrpc.errors.ConfigurationError` for a bad ``timeout``,
         :class:`~clusterrpc.rpc.calls.TooManyCallsError` without capacity (wait for
@@ -701,8 +688,11 @@ class Connection:
         try:
             packet = self.messenger.seal_call(outgoing.call_id, outgoing.message, oneway=oneway,
                                               timeout=None if oneway else timeout)
-            self._queue_call(packet, f"call to {method!r}", destinations,
-                             "UDP datagram", "use a tcp:// or unix:// address for it")
+            if self.stream:  # the common case, inline
+                self._out.append(len(packet).to_bytes(4, "big") + packet)
+            else:
+                self._queue_call(packet, f"call to {method!r}", destinations,
+                                 "UDP datagram", "use a tcp:// or unix:// address for it")
         except BaseException:
             self.calls.cancel(outgoing.call_id)
             raise
@@ -768,17 +758,17 @@ class Connection:
         self.gathers.cancel(call_id)
 
     def fail(self, call_id: int, error: ClusterRPCError) -> None:
-        """Settle the call ``call_id`` with ``error`` (a :class:`CallAnswered` event)."""
+        """Settle the call ``call_id`` with ``error`` (a :class:`~clusterrpc.rpc.calls.CallFailed`
+        event)."""
         if self.calls.cancel(call_id) is not None:
-            self._events.append(CallAnswered(call_id, CallFailed(call_id, error)))
+            self._events.append(CallFailed(call_id, error))
 
     def fail_all(self, error: ClusterRPCError) -> None:
         """Fail every call waiting for an answer with ``error`` (the connection was lost or
-        closed): a :class:`CallAnswered` event each. Multicast calls still gathering are
-        dropped without an event; the driver fails their callers with ``error`` too."""
-        events = self._events
-        for outcome in self.calls.fail_all(error):
-            events.append(CallAnswered(outcome.call_id, outcome))
+        closed): a :class:`~clusterrpc.rpc.calls.CallFailed` event each. Multicast calls still
+        gathering are dropped without an event; the driver fails their callers with ``error``
+        too."""
+        self._events.extend(self.calls.fail_all(error))
         self.gathers.cancel_all()
 
     def _break(self, error: ClusterRPCError) -> None:
@@ -803,7 +793,7 @@ class Connection:
         they gathered)."""
         events = self._events
         for outcome in self.calls.expire(now):
-            events.append(CallAnswered(outcome.call_id, outcome))
+            events.append(outcome)
         for call_id, replies in self.gathers.expire(now):
             events.append(GatherEnded(call_id, replies))
 
@@ -815,8 +805,8 @@ class Connection:
         Raises the error that broke the stream. Other events are dropped: such a driver serves
         nothing, and late answers were already counted."""
         for event in self.events_received():
-            if type(event) is CallAnswered and event.call_id == call_id:
-                return event.outcome
+            if isinstance(event, CallSucceeded | CallFailed) and event.call_id == call_id:
+                return event
             if type(event) is ConnectionBroken:
                 raise event.error
         return None

@@ -20,10 +20,9 @@ from typing import Any
 
 from clusterrpc.errors import ClusterRPCError
 from clusterrpc.keyring import Keyring
-from clusterrpc.rpc.calls import CallSucceeded
+from clusterrpc.rpc.calls import CallFailed, CallSucceeded
 from clusterrpc.rpc.gather import GroupReplies
 from clusterrpc.rpc.protocol import (
-    CallAnswered,
     Connection,
     ConnectionBroken,
     Dispatcher,
@@ -139,7 +138,11 @@ class AsyncDriver:
         self._gathers: dict[int, asyncio.Future[GroupReplies]] = {}
         self._slot_freed: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._timer = DeadlineTimer(connection.next_deadline, self._expire)
+        # A stream carries no multicast calls: its timer needs only the calls' deadlines.
+        self._timer = DeadlineTimer(
+            connection.calls.next_deadline if connection.stream else connection.next_deadline,
+            self._expire,
+        )
 
     # -- events --------------------------------------------------------------------------------
 
@@ -154,15 +157,16 @@ class AsyncDriver:
         settled = False
         for event in events:
             kind = type(event)
-            if kind is CallAnswered:
+            if kind is CallSucceeded:
                 settled = True
                 waiter = self._waiters.pop(event.call_id, None)
                 if waiter is not None and not waiter.done():
-                    outcome = event.outcome
-                    if type(outcome) is CallSucceeded:
-                        waiter.set_result(outcome.value)
-                    else:
-                        waiter.set_exception(outcome.error)
+                    waiter.set_result(event.value)
+            elif kind is CallFailed:
+                settled = True
+                waiter = self._waiters.pop(event.call_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(event.error)
             elif kind is Invocation:
                 task = asyncio.get_running_loop().create_task(self._invoke(event))
                 self._tasks.add(task)

@@ -421,7 +421,7 @@ class StreamChannel(AsyncChannel):
         protocol = self.protocol
         remaining = timeout
         if protocol is None or not protocol.usable or (
-                not oneway and not protocol.connection.has_capacity):
+                not oneway and not protocol.connection.calls.has_capacity):
             loop = asyncio.get_running_loop()
             start = loop.time()
             try:
