@@ -35,9 +35,8 @@ def _best(prepare: Callable[[int], Any], run: Callable[[Any], object], count: in
     return best * 1e6
 
 
-def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dict[str, Any],
-              count: int = 2000) -> list[tuple[str, float]]:
-    """``(stage, microseconds per call)`` rows; see the module docstring."""
+def _server_node(keyring: Keyring, cluster: str, reply: dict[str, Any]) -> Node:
+    """The benchmark's server node (not started): ``election.vote`` answers ``reply``."""
 
     class Election:
         @remote
@@ -46,6 +45,14 @@ def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dic
 
     node = Node("bench-server", cluster=cluster, keyring=keyring)
     node.serve(Election(), name="election")
+    return node
+
+
+def breakdown(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: dict[str, Any],
+              count: int = 2000) -> list[tuple[str, float]]:
+    """``(stage, microseconds per call)`` rows; see the module docstring."""
+
+    node = _server_node(keyring, cluster, reply)
     server = node.messenger
     serving = Connection(server, dispatcher=node.serving.dispatcher, transport="tcp",
                          peer="bench")
@@ -243,13 +250,7 @@ def warm_sides(keyring: Keyring, cluster: str, ballot: dict[str, Any], reply: di
         StreamServer,
     )
 
-    class Election:
-        @remote
-        def vote(self, ballot: dict) -> dict:
-            return reply
-
-    node = Node("bench-server", cluster=cluster, keyring=keyring)
-    node.serve(Election(), name="election")
+    node = _server_node(keyring, cluster, reply)
     server = StreamServer(parse_address("tcp://127.0.0.1:1"), node.serving, max_frame=1 << 20)
     written = _written()
     loop = asyncio.new_event_loop()

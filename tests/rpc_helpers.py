@@ -148,6 +148,25 @@ def node_process(tmp_path: Path, keyring: Keyring, listen: list[str]
             process.stdout.close()
 
 
+class LoopThread:
+    """An asyncio event loop running on a thread of its own (for nodes beside blocking
+    clients); ``wait`` bounds every :meth:`run` and the join in :meth:`stop`."""
+
+    def __init__(self, *, name: str, wait: float) -> None:
+        self.wait = wait
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(self.wait)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(self.wait)
+        self.loop.close()
+
+
 class NodeThread:
     """A node serving ``Election`` in an event loop of its own thread, for blocking clients.
 

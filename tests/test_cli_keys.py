@@ -4,17 +4,15 @@ default, rotation across two nodes, ed25519 trust, and runs of the real command 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import urllib.parse
 import xmlrpc.client
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +26,7 @@ from clusterrpc.errors import ConfigurationError, UnknownKeyError, UnknownSender
 from clusterrpc.keyring import Keyring, fingerprint
 from clusterrpc.transports.http import http_token
 from tests.conftest import time_scale
+from tests.rpc_helpers import LoopThread
 
 T = TypeVar("T")
 WAIT = 30.0 * time_scale()
@@ -572,23 +571,6 @@ class Arithmetic:
         return current_call().key_id or ""
 
 
-class LoopThread:
-    """An asyncio event loop running on its own thread, for a node beside blocking clients."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-keys-loop")
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(WAIT)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(WAIT)
-        self.loop.close()
-
-
 @pytest.fixture
 def http_node(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A node serving ``math.*`` on ``http://127.0.0.1:0/RPC2`` (loopback only) with the keys
@@ -597,7 +579,7 @@ def http_node(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Iterator[tu
     node = Node("n1", cluster="C", keyring=Keyring.load(path),
                 listen=["http://127.0.0.1:0/RPC2"])
     node.serve(Arithmetic(), name="math")
-    loop = LoopThread()
+    loop = LoopThread(name="test-keys-loop", wait=WAIT)
     try:
         loop.run(node.start())
         try:

@@ -19,7 +19,7 @@ import threading
 import time
 import xmlrpc.client
 import xmlrpc.server
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -52,6 +52,7 @@ from clusterrpc.transports.http import (
 )
 from clusterrpc.values import Limits
 from tests.conftest import time_scale
+from tests.rpc_helpers import LoopThread
 
 TIME_SCALE = time_scale()  # CLUSTERRPC_TEST_TIME_SCALE, checked
 WAIT = 10.0 * TIME_SCALE
@@ -124,28 +125,11 @@ class Demo:
 # -- fixtures -----------------------------------------------------------------------------------
 
 
-class LoopThread:
-    """An asyncio event loop running on its own thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-http-loop")
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(WAIT)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(WAIT)
-        self.loop.close()
-
-
 class Served:
     """Starts :class:`HttpServer` instances on a loop thread; closes them all at teardown."""
 
     def __init__(self) -> None:
-        self.loop = LoopThread()
+        self.loop = LoopThread(name="test-http-loop", wait=WAIT)
         self.servers: list[HttpServer] = []
         self.demo = Demo()
         self.registry = ServiceRegistry()
