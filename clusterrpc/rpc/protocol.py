@@ -496,7 +496,10 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview, *, now: float) -> None:
         """Feed bytes read from the stream. Frames are served (or matched to their calls) in
         order, as far as back-pressure allows. A frame over the limit breaks the stream: every
-        call in flight fails and a :class:`ConnectionBroken` event says to close."""
+        call in flight fails and a :class:`ConnectionBroken` event says to close. ``now`` is the
+        driver's clock (the one deadlines are in); what arrives never depends on it today —
+        deadlines pass only in :meth:`expire` — but every input carries it, so that protocols
+        built on this one (membership, election) get the time with their packets."""
         if self.broken is not None:
             return
         try:
