@@ -22,7 +22,7 @@
     notation;
 ``clusterrpc decode [--codec NAME] call|response [FILE]``
     read a body (from FILE or standard input) and print it as JSON in the same notation;
-``clusterrpc keys new|add|import|use|remove|untrust|list|export-public …``
+``clusterrpc keys new|add|import|use|remove|untrust|list|export-public|http-credentials …``
     manage keyring files (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``).
 
 Errors are one line on standard error, ``clusterrpc: error: …`` (``clusterrpc: fault CODE:
