@@ -23,6 +23,8 @@ distinctions that callers act on:
     ├── CallTimeoutError           no reply before the call's deadline          (TimeoutError)
     ├── CallCancelledError         the caller cancelled the call before its reply
     ├── TooManyCallsError          a call started with every in-flight slot taken (yours)
+    ├── LocalAccessError           the local API refused access: domain, recovery flag,
+    │                              server uid, socket directory     (PermissionError)
     ├── TransportError             the call could not be carried to or from the peer
     │   ├── ConnectError           connecting failed (refused, unreachable, no such socket)
     │   ├── ConnectionLostError    the peer closed or broke the connection mid-call
@@ -73,6 +75,7 @@ __all__ = [
     "InsecurePacketError",
     "KeyringError",
     "LimitExceededError",
+    "LocalAccessError",
     "PacketError",
     "ReplayError",
     "StaleEpochError",
@@ -223,6 +226,13 @@ class TooManyCallsError(ClusterRPCError):
     """A normal call was started while every in-flight slot of its endpoint was taken
     (``CallTracker.start``). A local error: the I/O layer must check ``has_capacity`` and wait
     for an outcome first. Nothing was sent and no call id was used."""
+
+
+class LocalAccessError(ClusterRPCError, PermissionError):
+    """The local client-server API refused access (``spec/local.md``): ``recovery_ok`` outside
+    ``SYSTEM``, a uid the domain does not admit, a server whose uid is not the expected daemon
+    uid, or a socket directory that is a symlink or writable by others. A ``PermissionError``,
+    so code that handles the kernel's ``EACCES`` handles this too."""
 
 
 class TransportError(ClusterRPCError):

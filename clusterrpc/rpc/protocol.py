@@ -258,7 +258,7 @@ multicast call of a method this node does not publish."""
 
 COUNTER_NAMES: Final = (
     "calls", "oneway_calls", "faults", "oneway_errors", "bad_calls", "unexpected",
-    "multicast_ignored",
+    "multicast_ignored", "expired",
 )  # fmt: skip
 """The serving counters, the same on every transport (``spec/rpc.md``, "Counters")."""
 
@@ -278,7 +278,9 @@ class Dispatcher:
     that were faults; ``oneway_errors`` — one-way calls that failed (logged, never answered);
     ``bad_calls`` — authentic calls whose body did not decode; ``unexpected`` — packets nobody on
     that side handles (a call on a client-only socket); ``multicast_ignored`` — multicast calls
-    of a method not published here.
+    of a method not published here; ``expired`` — calls held back (a stream's backlog, a local
+    transition's stall) whose caller's deadline passed before they could start: never run,
+    never answered (the caller has already timed out).
     """
 
     __slots__ = ("counters", "registry")
@@ -445,6 +447,13 @@ class Connection:
     caller to use a stream. ``accept_call(header)``: whether to serve an authentic call (a
     multicast member skips its own node's calls that asked to be excluded). ``first_call_id``
     and ``gather_in_flight``: this side's call ids, and multicast calls gathering at once.
+    ``client``: the local client whose connection this is (``spec/local.md``), put in the
+    served calls' contexts.
+
+    :attr:`held`: while true, a stream's complete frames wait in the backlog unserved (answers
+    to this side's calls wait too) and :attr:`paused` is true; setting it false serves them,
+    in order (the local API's transition stall). A frame that waited is served with the
+    caller's deadline counted from its arrival, and dropped (``expired``) if that has passed.
 
     Not thread-safe: one driver at a time.
     """
@@ -464,6 +473,7 @@ class Connection:
         accept_call: Callable[[Header], bool] | None = None,
         first_call_id: int = 1,
         gather_in_flight: int = 64,
+        client: Any = None,
     ) -> None:
         self.messenger = messenger
         self.dispatcher = dispatcher
@@ -478,6 +488,8 @@ class Connection:
         self.max_running = max_running
         self.max_datagram = max_datagram
         self.accept_call = accept_call
+        self.client = client
+        self._held = False
         self.running = 0
         """Served ``async`` calls not finished yet."""
         self.broken: ClusterRPCError | None = None
@@ -485,7 +497,8 @@ class Connection:
         self.replies_dropped = 0
         """Answers to multicast calls that did not decode: dropped (the member is missing)."""
         self._decoder = FrameDecoder(max_frame=max_frame or messenger.max_packet)
-        self._backlog: collections.deque[bytes] = collections.deque()
+        # Frames waiting, with their arrival on the wall clock (for the caller's deadline).
+        self._backlog: collections.deque[tuple[bytes, float]] = collections.deque()
         self._out: list[bytes] = []
         self._datagrams: list[tuple[bytes, Destination]] = []
         self._events: list[Event] = []
@@ -511,16 +524,18 @@ class Connection:
         if not frames:
             return
         backlog = self._backlog
-        if backlog or self.running >= self.max_running:
-            backlog.extend(frames)
+        if backlog or self.running >= self.max_running or self._held:
+            arrival = self.messenger.clock()
+            backlog.extend((data_frame, arrival) for data_frame in frames)
             self._serve_backlog()
             return
         receive = self._receive
         peer = self.peer
         for index, data_frame in enumerate(frames):
             receive(data_frame, None, peer)
-            if self.running >= self.max_running and index + 1 < len(frames):
-                backlog.extend(frames[index + 1:])
+            if index + 1 < len(frames) and (self.running >= self.max_running or self._held):
+                arrival = self.messenger.clock()
+                backlog.extend((rest, arrival) for rest in frames[index + 1:])
                 return
 
     def receive_datagram(self, data: bytes, source: object, *, peer: str, now: float) -> None:
@@ -530,21 +545,40 @@ class Connection:
 
     def _serve_backlog(self) -> None:
         backlog = self._backlog
-        while backlog and self.running < self.max_running and self.broken is None:
-            self._receive(backlog.popleft(), None, self.peer)
+        while (backlog and self.running < self.max_running and self.broken is None
+               and not self._held):
+            data_frame, arrival = backlog.popleft()
+            self._receive(data_frame, None, self.peer, arrival)
+
+    @property
+    def held(self) -> bool:
+        """Whether frames are held back unserved (class docstring)."""
+        return self._held
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        self._held = value
+        if not value and self._backlog:
+            self._serve_backlog()
 
     @property
     def paused(self) -> bool:
-        """Whether the driver should stop reading: frames wait in the backlog, or
-        ``max_running`` served calls still run."""
-        return bool(self._backlog) or self.running >= self.max_running
+        """Whether the driver should stop reading: frames wait in the backlog, ``max_running``
+        served calls still run, or the connection is :attr:`held`."""
+        return bool(self._backlog) or self.running >= self.max_running or self._held
+
+    @property
+    def waiting(self) -> int:
+        """Complete frames waiting in the backlog (back-pressure, or :attr:`held`)."""
+        return len(self._backlog)
 
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held by the stream's decoder."""
         return self._decoder.buffered
 
-    def _receive(self, data: bytes, source: object, peer: str) -> None:
+    def _receive(self, data: bytes, source: object, peer: str, arrival: float | None = None
+                 ) -> None:
         messenger = self.messenger
         try:
             packet = messenger.authenticate(data, now=messenger.clock())
@@ -557,11 +591,12 @@ class Connection:
             if self.dispatcher is None:
                 self.counters["unexpected"] += 1
             elif self.accept_call is None or self.accept_call(header):
-                self._serve(packet, source, peer)
+                self._serve(packet, source, peer, arrival)
             return
         self._answer_received(packet)
 
-    def _serve(self, packet: ReceivedPacket, source: object, peer: str) -> None:
+    def _serve(self, packet: ReceivedPacket, source: object, peer: str,
+               arrival: float | None) -> None:
         dispatcher = self.dispatcher
         assert dispatcher is not None
         header = packet.header
@@ -575,18 +610,26 @@ class Connection:
                                              peer=peer)
             self._send_answer(header.call_id, header.codec_id, refusal, source)
             return
+        deadline = None
+        if header.timeout_code:
+            # The caller's deadline on this node's clock: the timeout counted from arrival, an
+            # upper bound that needs no synchronised clocks (spec/packet.md, "Timeout").
+            now = self.messenger.clock()
+            deadline = (now if arrival is None else arrival) + (
+                decode_timeout(header.timeout_code) or 0.0)
+            if arrival is not None and deadline <= now:
+                dispatcher.counters["expired"] += 1  # the caller gave up while it waited
+                return
         context = new_call_context(
             message.method,
             header.sender,
             header.key_id or None,
             self.transport,
             peer,
-            # The caller's deadline on this node's clock: the timeout counted from arrival, an
-            # upper bound that needs no synchronised clocks (spec/packet.md, "Timeout").
-            None if not header.timeout_code
-            else self.messenger.clock() + (decode_timeout(header.timeout_code) or 0.0),
+            deadline,
             oneway,
             bool(header.flags & _FLAGS_MULTICAST),
+            self.client,
         )  # fmt: skip
         result = dispatcher.start(message, context)
         if inspect.iscoroutine(result):

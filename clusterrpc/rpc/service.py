@@ -240,6 +240,15 @@ class ServiceRegistry:
         self._services[name] = sorted(methods)
         return sorted(methods)
 
+    def publish(self, name: str, function: Callable[..., Any], *, oneway: bool = False) -> None:
+        """Publish one function as the method ``name`` — any dotted name, ``system.*``
+        included: how a transport adds built-in methods of its own (the local API's
+        ``system.listServices``). Raises :class:`~clusterrpc.errors.ConfigurationError` if
+        ``name`` is already published."""
+        if name in self._methods:
+            raise ConfigurationError(f"method {name!r} is published twice")
+        self._methods[name] = _method_from(function, name, RemoteSpec(oneway=oneway))
+
     def unserve(self, name: str) -> None:
         """Withdraw the service ``name``; raises :class:`KeyError` if it is not served."""
         for full in self._services.pop(name):

@@ -27,6 +27,7 @@ from clusterrpc.errors import (
     ConfigurationError,
     ConnectError,
     ConnectionLostError,
+    LocalAccessError,
     TransportError,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "CONNECTION_LOST",
     "EXCHANGING",
     "LISTENING",
+    "LOCAL_CONNECTING",
     "SENDING",
     "ErrorMap",
     "describe_os_error",
@@ -52,6 +54,10 @@ LISTENING: ErrorMap = {OSError: TransportError}
 
 CONNECTING: ErrorMap = {OSError: ConnectError}
 """Connecting, resolving a name, opening a socket: the call was never sent."""
+
+LOCAL_CONNECTING: ErrorMap = {PermissionError: LocalAccessError, OSError: ConnectError}
+"""Connecting to a local API socket: ``EACCES`` is the kernel refusing a security domain
+(``spec/local.md``), so it is a :class:`~clusterrpc.errors.LocalAccessError`."""
 
 SENDING: ErrorMap = {ConnectionRefusedError: ConnectError, OSError: TransportError}
 """Sending a datagram: an ICMP "port unreachable" from an earlier one says nobody listens."""
