@@ -21,6 +21,7 @@ from clusterrpc.values import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from clusterrpc.keyring import Keyring
+    from clusterrpc.local.server import LocalDomain
     from clusterrpc.transports.datagrams import DatagramNetwork
 
 __all__ = ["Group", "GroupConfig", "NodeConfig", "check_timeout"]
@@ -118,6 +119,16 @@ class NodeConfig:
     ``replay_window`` and ``freshness``: the packet layer's replay protection
     (``spec/packet.md``). ``debug``: fault messages carry tracebacks (they reveal code to
     callers).
+
+    The local API (``spec/local.md``; used once something is served with
+    ``node.serve_local``): ``local_dir`` — where its sockets go (default ``/run/clusterrpc`` as
+    root, ``$XDG_RUNTIME_DIR/clusterrpc`` otherwise); ``local_domains`` — domain name →
+    :class:`~clusterrpc.local.server.LocalDomain`, added to (or replacing the permissions of)
+    ``USER`` and ``SYSTEM``; ``local_abstract`` — Linux abstract sockets instead of files (no
+    file permissions: only the server's own credential check guards the domains);
+    ``local_max_events``/``local_max_event_bytes`` — each client's event-queue bound, and
+    ``local_eviction_grace`` — seconds a queue may stay over it without shrinking before the
+    client is evicted.
     """
 
     name: str
@@ -139,6 +150,12 @@ class NodeConfig:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     debug: bool = False
+    local_dir: str | None = None
+    local_domains: Mapping[str, LocalDomain] = dataclasses.field(default_factory=dict)
+    local_abstract: bool = False
+    local_max_events: int = 1024
+    local_max_event_bytes: int = 1 << 20
+    local_eviction_grace: float = 2.0
 
     @classmethod
     def from_options(cls, name: str, *, listen: Iterable[str] = (),
@@ -165,7 +182,14 @@ class NodeConfig:
         set_field(self, "drain_timeout",
                   check_timeout(self.drain_timeout, "drain_timeout") or 0.0)
         set_field(self, "listen", tuple(self.listen))
-        for count in ("max_in_flight", "max_packet", "replay_window"):
+        if self.local_dir is not None:
+            from clusterrpc.local.paths import check_cluster_name  # noqa: PLC0415
+
+            check_cluster_name(self.cluster)
+        set_field(self, "local_eviction_grace",
+                  check_timeout(self.local_eviction_grace, "local_eviction_grace"))
+        for count in ("max_in_flight", "max_packet", "replay_window", "local_max_events",
+                      "local_max_event_bytes"):
             value = getattr(self, count)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigurationError(f"{count} must be a positive integer, not {value!r}")

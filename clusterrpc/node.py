@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clusterrpc.config import Group, GroupConfig, NodeConfig, check_timeout
 from clusterrpc.errors import ConfigurationError, ConnectionClosedError
+from clusterrpc.local.protocol import TransitionGate
 from clusterrpc.packet import MULTICAST, Header
 from clusterrpc.rpc.gather import GroupReplies
 from clusterrpc.rpc.protocol import Messenger as PacketMessenger
@@ -39,6 +41,9 @@ from clusterrpc.transports.engine import Messenger, Serving
 from clusterrpc.transports.multicast import GroupMember, GroupSender
 from clusterrpc.transports.streams import StreamChannel, StreamServer
 from clusterrpc.values import Value
+
+if TYPE_CHECKING:
+    from clusterrpc.local.server import LocalServer
 
 __all__ = ["Group", "GroupPeer", "Node", "NodeConfig", "Peer", "check_timeout"]
 
@@ -277,6 +282,10 @@ class Node:
         self._channels: dict[tuple[str, tuple[str, str] | None], _StartedOnly] = {}
         self._started = False
         self._stopping = False
+        self.gate = TransitionGate()
+        """The transition gate under :meth:`transition`."""
+        self.local: LocalServer | None = None
+        """The local API's server, once something is served locally (:meth:`serve_local`)."""
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -285,6 +294,55 @@ class Node:
         :meth:`clusterrpc.rpc.ServiceRegistry.serve`); works before and after :meth:`start`.
         Returns the names published."""
         return self.services.serve(obj, name=name)
+
+    def serve_local(self, obj: object, *, name: str, domains: Sequence[str] | None = None
+                    ) -> list[str]:
+        """Serve ``obj``'s methods to local processes, on a Unix socket per security domain
+        at ``<local_dir>/<cluster path>/sockets/<name>/<DOMAIN>`` (``spec/local.md``);
+        ``domains``: where it is visible (default: every configured domain). Works before and
+        after :meth:`start`. Returns the names published. Raises
+        :class:`~clusterrpc.errors.ConfigurationError` for a bad name or domain, an invalid
+        cluster name, or no default ``local_dir``."""
+        return self._local_server().serve(obj, name=name, domains=domains)
+
+    def _local_server(self) -> LocalServer:
+        if self.local is None:
+            from clusterrpc.local.paths import (  # noqa: PLC0415 - only nodes that serve locally
+                check_cluster_name,
+                default_local_dir,
+            )
+            from clusterrpc.local.server import DEFAULT_DOMAINS, LocalServer  # noqa: PLC0415
+
+            config = self.config
+            check_cluster_name(config.cluster)
+            local_dir = config.local_dir or default_local_dir(
+                uid=os.geteuid(), runtime_dir=os.environ.get("XDG_RUNTIME_DIR"))
+            self.local = LocalServer(
+                node=self.name, cluster=self.cluster, local_dir=local_dir,
+                domains={**DEFAULT_DOMAINS, **config.local_domains}, serving=self.serving,
+                abstract=config.local_abstract, max_in_flight=config.max_in_flight,
+                max_events=config.local_max_events,
+                max_event_bytes=config.local_max_event_bytes,
+                eviction_grace=config.local_eviction_grace, debug=config.debug,
+                codec=config.codec, gate=self.gate,
+            )  # fmt: skip
+            if self._started:
+                self.local.start()
+        return self.local
+
+    @contextlib.asynccontextmanager
+    async def transition(self) -> AsyncIterator[None]:
+        """A cluster transition, for its duration: local calls from ordinary handles stall
+        (they wait, their deadline running, and proceed in order when the last open
+        transition ends, seeing nothing else); recovery handles' calls go on. Transitions may
+        overlap. The membership component opens one per view change."""
+        if self.gate.open() and self.local is not None:
+            self.local.stall(True)
+        try:
+            yield
+        finally:
+            if self.gate.close() and self.local is not None:
+                self.local.stall(False)
 
     @property
     def started(self) -> bool:
@@ -344,6 +402,8 @@ class Node:
                 sender.network = network
                 await sender.start()
                 self._group_senders[name] = sender
+            if self.local is not None:
+                self.local.start()
         except BaseException:
             await self._close_transports()
             raise
@@ -358,6 +418,8 @@ class Node:
         self._stopping = True
         for listener in self._listeners:
             listener.stop_accepting()
+        if self.local is not None:
+            self.local.stop_accepting()
         # Served calls of async methods, and our own calls still waiting for answers.
         running = self.serving.tasks
         waits: list[asyncio.Future[Any]] = [*running]
@@ -433,6 +495,8 @@ class Node:
         for listener in self._listeners:
             await listener.close(self.config.drain_timeout)
         self._listeners.clear()
+        if self.local is not None:
+            self.local.close()
 
     async def __aenter__(self) -> Node:
         await self.start()
