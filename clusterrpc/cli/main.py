@@ -23,7 +23,11 @@
 ``clusterrpc decode [--codec NAME] call|response [FILE]``
     read a body (from FILE or standard input) and print it as JSON in the same notation;
 ``clusterrpc keys new|add|import|use|remove|untrust|list|export-public|http-credentials …``
-    manage keyring files (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``).
+    manage keyring files (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``);
+``clusterrpc local ls [--cluster C] [--domain D] [--local-dir DIR] [--json]``
+    show a node's local API: its local services and the local programs connected to it, for
+    cluster C or every cluster with sockets under DIR (:mod:`clusterrpc.cli.local`,
+    ``spec/local.md``).
 
 Errors are one line on standard error, ``clusterrpc: error: …`` (``clusterrpc: fault CODE:
 message`` for a fault), never a traceback. Exit status (:mod:`clusterrpc.cli.exits`):
@@ -35,10 +39,12 @@ message`` for a fault), never a traceback. Exit status (:mod:`clusterrpc.cli.exi
   value that cannot be encoded, a missing or invalid keyring or config file, a service that
   cannot be imported;
 * 3 transport error: cannot connect, connection lost, an HTTP error status, an answer that
-  cannot be decoded, an address ``serve`` cannot listen on;
+  cannot be decoded, an address ``serve`` cannot listen on; for ``local ls``, no cluster with
+  local sockets, or a local socket that cannot be reached;
 * 4 timeout: no answer within ``--timeout`` (a node does not answer calls that fail to
   authenticate, so a wrong key or cluster name ends here too);
-* 5 authentication refused where it is visible: HTTP 401 or 403;
+* 5 authentication refused where it is visible: HTTP 401 or 403; for ``local ls``, the local
+  API refusing this process (``LocalAccessError``);
 * 130 interrupted by Ctrl-C; 141 standard output closed early (``… | head``).
 """
 
@@ -53,7 +59,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from clusterrpc import __version__
-from clusterrpc.cli import keys, rpc, serve
+from clusterrpc.cli import keys, local, rpc, serve
 from clusterrpc.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -231,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.register(commands)
     serve.register(commands)
     keys.register(commands)
+    local.register(commands)
     return parser
 
 
