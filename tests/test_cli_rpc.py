@@ -30,6 +30,7 @@ from clusterrpc.cli.main import main
 from clusterrpc.cli.notation import from_notation
 from clusterrpc.cli.rpc import ENV_PASSWORD
 from clusterrpc.keyring import Keyring
+from clusterrpc.local import get_cluster_handle
 from clusterrpc.values import same_value
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -753,6 +754,31 @@ election = "cli_service:Election"
     assert "SIGINT: stopping" in server.stderr
     assert "Traceback" not in server.stderr
     assert not (tmp_path / "lab.sock").exists()
+
+
+def test_serve_local_services_to_local_programs(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"""
+cluster = "LAB"
+name = "lab1"
+insecure = true
+listen = ["unix://{tmp_path}/lab.sock"]
+local_dir = "run"
+[local_services]
+locks = "clusterrpc.local.examples:Locks"
+""")
+    with serving(config, 1) as server:
+        with get_cluster_handle("LAB", local_dir=str(tmp_path / "run"), timeout=10) as handle:
+            assert handle.locks.acquire("disk1") == {"granted": True, "sequence": 0}
+            assert handle.locks.holder("disk1") == os.getpid()
+        listed = run_cli("local", "ls", "--cluster", "LAB", "--local-dir", str(tmp_path / "run"),
+                         "--json")
+        assert listed.returncode == 0, listed.stderr
+        (cluster,) = json.loads(listed.stdout)["clusters"]
+        assert "locks" in {service["name"] for service in cluster["services"]}
+        assert server.stop(signal.SIGTERM) == 0
+    assert (f"serving locks to local programs in USER at {tmp_path}/run/LAB/sockets/locks/USER"
+            in server.stderr)
+    assert not (tmp_path / "run" / "LAB" / "sockets" / "locks" / "USER").exists()
 
 
 def test_serve_address_in_use_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path,

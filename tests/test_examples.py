@@ -40,3 +40,25 @@ def test_election_example_runs(tmp_path: Path) -> None:
 def test_readme_shows_the_example() -> None:
     code = EXAMPLE.read_text().split('"""', 2)[2].strip()
     assert code in (ROOT / "README.md").read_text()
+
+
+LOCAL_EXAMPLE = ROOT / "examples" / "local_locks.py"
+
+
+def test_local_locks_example_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(LOCAL_EXAMPLE)], capture_output=True, text=True, timeout=30,
+        check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "first: {'granted': True, 'sequence': 0}"
+    assert lines[1].startswith("event: {'lock': 'disk1', 'waiter': ")
+    pid = lines[1].rsplit(" ", 1)[1].rstrip("}")
+    assert lines[2] == f"holder: {pid} - releasing"
+    assert lines[3] == "second: {'granted': True, 'sequence': 1}"
+
+
+def test_readme_shows_the_local_example() -> None:
+    code = LOCAL_EXAMPLE.read_text().split('"""', 2)[2].strip()
+    assert code in (ROOT / "README.md").read_text()

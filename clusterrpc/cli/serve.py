@@ -13,6 +13,11 @@ The configuration file is TOML::
     [services]                                   # published as election.*, ...
     election = "mypkg.election:Election"
 
+    [local_services]                             # optional: served to local programs over
+    locks = "clusterrpc.local.examples:Locks"    # Unix sockets (spec/local.md), under
+                                                 # local_dir = "PATH" (default: /run/clusterrpc
+                                                 # as root, $XDG_RUNTIME_DIR/clusterrpc)
+
     [groups]                                     # optional: groups to join and call
     all = "udp://239.192.0.1:7401?iface=127.0.0.1"
     [groups.peers]                               # or a table: address (a URL, or a list of
@@ -64,6 +69,7 @@ _SECONDS_OPTIONS = ("timeout", "drain_timeout", "freshness")
 _COUNT_OPTIONS = ("max_in_flight", "max_packet", "replay_window")
 _PATH_OPTIONS = ("tls_certfile", "tls_keyfile")
 _KNOWN = ("name", "cluster", "keyring", "listen", "services", "groups", "codec",
+          "local_dir", "local_services",
           *_BOOL_OPTIONS, *_SECONDS_OPTIONS, *_COUNT_OPTIONS, *_PATH_OPTIONS)  # fmt: skip
 
 
@@ -78,6 +84,8 @@ class ServeConfig:
     listen: list[str]
     services: dict[str, str]
     options: dict[str, Any]
+    local_services: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Served with :meth:`~clusterrpc.Node.serve_local`: name → ``"module:attribute"``."""
     """The other :class:`~clusterrpc.Node` keyword arguments."""
     groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     """``Node(groups=…)``: name → URL, list of URLs, or ``{"address", "members", "join"}``."""
@@ -145,6 +153,10 @@ def load_config(path: str | Path) -> ServeConfig:
         if isinstance(codec, bool) or not isinstance(codec, str | int):
             raise bad("codec", "a codec name or wire id")
         options["codec"] = codec
+    if "local_dir" in document:
+        if not isinstance(document["local_dir"], str) or not document["local_dir"]:
+            raise bad("local_dir", "a directory name")
+        options["local_dir"] = str(base / document["local_dir"])
 
     keyring: Keyring | None = None
     if "keyring" in document:
@@ -170,20 +182,14 @@ def load_config(path: str | Path) -> ServeConfig:
         raise UsageError(
             f'{path}: `listen` is required, e.g. listen = ["tcp://127.0.0.1:7400"]'
         )
-    # A node that only joins groups may listen nowhere else.
-    if (not isinstance(listen, list) or not (listen or document.get("groups"))
+    # A node that only joins groups, or only serves local programs, may listen nowhere else.
+    if (not isinstance(listen, list)
+            or not (listen or document.get("groups") or document.get("local_services"))
             or not all(isinstance(url, str) for url in listen)):
         raise bad("listen", "a non-empty list of URLs")
 
-    services = document.get("services", {})
-    if not isinstance(services, dict):
-        raise bad("services", 'a table, e.g. [services] election = "mypkg.election:Election"')
-    for service, target in services.items():
-        if not isinstance(target, str) or ":" not in target:
-            raise UsageError(
-                f"{path}: service `{service}` must be \"module:attribute\" "
-                f"(e.g. \"mypkg.election:Election\"), not {target!r}"
-            )
+    services = _service_table(document, "services", path)
+    local_services = _service_table(document, "local_services", path)
     groups = document.get("groups", {})
     if not isinstance(groups, dict):
         raise bad("groups", 'a table, e.g. [groups] all = "udp://239.192.0.1:7401?iface=…"')
@@ -207,8 +213,22 @@ def load_config(path: str | Path) -> ServeConfig:
     except ConfigurationError as error:
         raise UsageError(f"{path}: {error}") from None
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
-                       listen=list(listen), services=dict(services), options=options,
-                       groups=dict(groups), node=node)
+                       listen=list(listen), services=services, options=options,
+                       groups=dict(groups), node=node, local_services=local_services)
+
+
+def _service_table(document: dict[str, Any], key: str, path: Path) -> dict[str, str]:
+    services = document.get(key, {})
+    if not isinstance(services, dict):
+        raise UsageError(f'{path}: `{key}` must be a table, e.g. [{key}] election = '
+                         f'"mypkg.election:Election", not {services!r}')
+    for service, target in services.items():
+        if not isinstance(target, str) or ":" not in target:
+            raise UsageError(
+                f"{path}: service `{service}` must be \"module:attribute\" "
+                f"(e.g. \"mypkg.election:Election\"), not {target!r}"
+            )
+    return dict(services)
 
 
 def resolve_service(service: str, target: str) -> object:
@@ -244,6 +264,9 @@ def _build_node(config: ServeConfig) -> Any:
     for service, target in config.services.items():
         published = node.serve(resolve_service(service, target), name=service)
         log.info("serving %s: %s", service, ", ".join(published))
+    for service, target in config.local_services.items():
+        published = node.serve_local(resolve_service(service, target), name=service)
+        log.info("serving %s to local programs: %s", service, ", ".join(published))
     return node
 
 
@@ -267,6 +290,10 @@ async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
         try:
             for url in node.addresses:
                 print(f"clusterrpc: listening on {url}", file=sys.stderr, flush=True)
+            if node.local is not None:
+                for (service, domain), where in sorted(node.local.paths.items()):
+                    print(f"clusterrpc: serving {service} to local programs in {domain} at "
+                          f"{where}", file=sys.stderr, flush=True)
             if print_addresses:
                 print("\n".join(node.addresses), flush=True)
             log.info("node %s of cluster %s started", config.name, config.cluster)
