@@ -594,7 +594,9 @@ class AsyncClusterHandle(ProxyRoot):
     """The asyncio form of :class:`ClusterHandle`: ``await handle.locks.acquire("disk1")``;
     ``async with`` it, or ``await`` :meth:`aclose`. Event callbacks run on the event loop
     (a coroutine function's coroutine is scheduled as a task). Errors as
-    :class:`ClusterHandle`'s. One event loop."""
+    :class:`ClusterHandle`'s. One event loop. Granted connections (fd passing,
+    :meth:`ClusterHandle.accept_grant`) are accepted by blocking handles only: a security
+    server's clients are small tools, and one code path for received fds is easier to audit."""
 
     def __init__(self, core: _HandleCore) -> None:
         super().__init__(self._invoke)
