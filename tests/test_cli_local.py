@@ -49,6 +49,7 @@ def run_cli(*argv: str | Path, user: int | None = None) -> subprocess.CompletedP
         script = (
             "import os, sys, importlib.metadata\n"
             "import clusterrpc.local.handle\n"
+            "import clusterrpc.auth.builtin\n"
             "from clusterrpc.cli.main import main\n"
             "from clusterrpc.codecs import default_registry\n"
             "default_registry().create('xmlrpc')\n"
