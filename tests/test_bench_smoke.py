@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,35 @@ def test_bench_multicast_profile_accounts_for_every_datagram(tmp_path: Path) -> 
     assert completed.stdout.count("timed at the sockets") == 2  # multicast, UDP loop
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "multicast-4-status.prof", "tcp-loop-4-status.prof", "udp-loop-4-status.prof"]
+
+
+LOCAL_BENCH = ROOT / "bench" / "bench_local.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_local_quick_runs_every_contender() -> None:
+    """``bench/bench_local.py --quick``: every sequential contender answered (D-Bus where
+    jeepney and dbus-daemon are there, else a note says why), events arrived, and the
+    figures are the ones the README quotes."""
+    if not LOCAL_BENCH.exists():
+        pytest.skip("bench/ is not part of this checkout")
+    completed = subprocess.run(
+        [sys.executable, str(LOCAL_BENCH), "--quick", "--json", "-"],
+        capture_output=True, text=True, timeout=280, cwd=ROOT, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads(completed.stdout)
+    has_dbus = (importlib.util.find_spec("jeepney") is not None
+                and shutil.which("dbus-daemon") is not None)
+    dbus = "D-Bus (jeepney, via dbus-daemon)"
+    names = {"clusterrpc", "clusterrpc, json codec", "echo (blocking Unix socket)"}
+    assert set(report["sequential"]) == names | ({dbus} if has_dbus else set())
+    if not has_dbus:
+        assert any(note.startswith("D-Bus skipped") for note in report["notes"])
+    for row in report["sequential"].values():
+        assert row["calls_per_s"] > 0
+    assert set(report["ratios"]) == {"vs echo"} | ({"vs D-Bus"} if has_dbus else set())
+    events = report["events"]
+    assert events["events_per_s"] > 0
+    assert 0 < events["latency_p50_us"] <= events["latency_p99_us"] <= events["latency_max_us"]

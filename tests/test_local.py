@@ -547,6 +547,69 @@ def test_events_reach_the_callback_with_their_cookie_and_sequence(local_dir: str
     run(scenario())
 
 
+class Rendezvous:
+    """``notify_and_wait`` sends an event to its caller, then waits (bounded) until someone
+    calls ``release`` — on another service's socket, since the first one is busy."""
+
+    def __init__(self) -> None:
+        self.released: asyncio.Event | None = None
+
+    @remote
+    async def notify_and_wait(self, cookie: int, seconds: float) -> bool:
+        self.released = asyncio.Event()
+        client = clusterrpc.current_call().client
+        assert client is not None
+        client.notify(cookie, "ping")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.released.wait(), seconds)
+        return self.released.is_set()
+
+    @remote
+    def release(self) -> bool:
+        assert self.released is not None
+        self.released.set()
+        return True
+
+
+def test_an_event_runs_its_callback_while_the_call_that_read_it_is_in_flight(local_dir: str
+                                                                             ) -> None:
+    """The blocking handle's caller reads the event with its own answer pending: the callback
+    must run then, not when that call returns (bench_local.py found a 116 ms p50)."""
+    rendezvous = Rendezvous()
+
+    async def scenario() -> None:
+        node = make_node(local_dir)
+        node.serve_local(rendezvous, name="meet")
+        node.serve_local(rendezvous, name="gate")
+        async with node:
+            await asyncio.to_thread(programs)
+
+    def programs() -> None:
+        with local.get_cluster_handle("ORG/UK/EDIN", local_dir=local_dir,
+                                      timeout=scaled(20.0)) as handle:
+            for _ in range(5):  # who reads the event first (caller or event thread) varies
+                called_back = threading.Event()
+
+                def on_event(event: LocalEvent, seen: threading.Event = called_back) -> None:
+                    seen.set()
+
+                cookie = handle.events.register(on_event)
+
+                def open_gate(seen: threading.Event = called_back) -> None:
+                    if seen.wait(scaled(5.0)):
+                        handle.gate.release()
+
+                opener = threading.Thread(target=open_gate)
+                opener.start()
+                try:
+                    assert handle.meet.notify_and_wait(cookie, scaled(5.0)) is True
+                finally:
+                    opener.join(scaled(10.0))
+                    handle.events.cancel(cookie)
+
+    run(scenario(), seconds=40.0)
+
+
 def test_an_event_for_a_cancelled_cookie_is_never_delivered(local_dir: str) -> None:
     repeats, burst = 100, 20
 

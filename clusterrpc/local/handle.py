@@ -18,6 +18,7 @@ its way for it is discarded. The rules (cookies, the recovery flag, the server c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -241,6 +242,8 @@ class _BlockingConnection:
                                      transport="local", peer=path, max_in_flight=1)
         self.timeout: float | None = None
         self.broken = False
+        self.reader_waiting = False
+        """The event thread found :attr:`lock` taken and waits to be woken for this socket."""
         self._buffer = bytearray(STREAM_READ_SIZE)
         self._view = memoryview(self._buffer)
 
@@ -300,10 +303,16 @@ class _BlockingConnection:
                 raise event.error  # type: ignore[union-attr]
         return found
 
-    def pump(self) -> bool:
+    def pump(self) -> bool | None:
         """Read what waits without blocking (the event thread); return whether the
-        connection still stands."""
-        with self.lock:
+        connection still stands, or ``None`` if a caller holds it: that caller reads what
+        waits, and wakes the event thread when it lets go (:attr:`reader_waiting`)."""
+        # Flag first, then try: a caller that lets go after a failed try sees the flag.
+        self.reader_waiting = True
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            self.reader_waiting = False
             if self.broken:
                 return False
             try:
@@ -320,6 +329,8 @@ class _BlockingConnection:
                 self.broken = True
                 return False
             return True
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         self.broken = True
@@ -345,6 +356,7 @@ class ClusterHandle(ProxyRoot):
         self._closed = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._event_lock = threading.Lock()
         core.on_event = self._event_arrived
         self.events = Events(core.cookies, self._start_events)
@@ -379,7 +391,8 @@ class ClusterHandle(ProxyRoot):
         connection = self._connection(self._core.service_of(method), limit)
         with connection.lock:
             result = connection.call(method, params, timeout=limit, oneway=oneway)
-        self._deliver_pending()
+        if connection.reader_waiting:
+            self._wake()
         return result
 
     def register_client(self, name: str) -> None:
@@ -437,21 +450,21 @@ class ClusterHandle(ProxyRoot):
     # -- events --------------------------------------------------------------------------------
 
     def _event_arrived(self, event: LocalEvent) -> None:
+        if self._thread is None:  # no cookie was ever registered: counted as discarded
+            self._core.cookies.deliver(event)
+            return
         with self._event_lock:
             self._core.pending_events.append(event)
-
-    def _deliver_pending(self) -> None:
-        if self._core.pending_events:
-            if self._thread is None:  # no cookie was ever registered: nothing to run
-                with self._event_lock:
-                    for event in self._core.pending_events:
-                        self._core.cookies.deliver(event)
-                    self._core.pending_events.clear()
-                return
-            self._wake()
+        # Run the callback now, not when the call that read the event returns.
+        self._wake()
 
     def _wake(self) -> None:
         if self._thread is not None:
+            self._write_wake()
+
+    def _write_wake(self) -> None:
+        # A full pipe already holds a wake-up the thread has not read: nothing to add.
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
 
     def _start_events(self) -> None:
@@ -463,19 +476,21 @@ class ClusterHandle(ProxyRoot):
     def _event_thread(self) -> None:
         """Read events from every connection while no caller does, and run their callbacks
         (outside every lock but the cookie table's)."""
+        busy: set[_BlockingConnection] = set()  # a caller reads these; it wakes us after
         while not self._closed:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
             by_fd = {}
             for connection in list(self._connections.values()):
-                if not connection.broken:
+                if not connection.broken and connection not in busy:
                     by_fd[connection.sock.fileno()] = connection
                     poller.register(connection.sock, select.POLLIN)
             for fd, _ in poller.poll():
                 if fd == self._wake_r:
                     os.read(self._wake_r, 4096)
-                elif fd in by_fd:
-                    by_fd[fd].pump()
+                    busy.clear()
+                elif fd in by_fd and by_fd[fd].pump() is None:
+                    busy.add(by_fd[fd])
             with self._event_lock:
                 events = list(self._core.pending_events)
                 self._core.pending_events.clear()
@@ -491,7 +506,7 @@ class ClusterHandle(ProxyRoot):
         if self._closed:
             return
         self._closed = True
-        os.write(self._wake_w, b"\0")
+        self._write_wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
         for connection in self._connections.values():
