@@ -22,7 +22,7 @@ from clusterrpc.rpc.protocol import Messenger
 OUT = Path("spec/vectors/local")
 CLUSTER = "ORG/UK/EDIN"
 NOW = 1_800_000_000.0
-CLIENT = "local:4242:1"
+CLIENT = "local:4242:1.1"
 CLIENT_EPOCH = 1_799_999_000_000_000
 SERVER = "n1"
 SERVER_EPOCH = 1_799_998_000_000_000

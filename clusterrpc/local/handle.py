@@ -161,9 +161,12 @@ class _HandleCore:
         self.timeout = timeout
         self.abstract = abstract
         self.cookies = CookieTable()
-        # One sender name per handle: the server's replay window tells handles apart by it.
-        self.messenger = Messenger(node=f"local:{os.getpid()}:{next(_handle_numbers)}",
-                                   cluster=cluster, keyring=None, insecure=True, codec=codec)
+        self.prefix = f"local:{os.getpid()}:{next(_handle_numbers)}"
+        # Built now, while the process may still read every module and plugin (a daemon may
+        # drop its privileges between creating a handle and its first call).
+        self.messenger = Messenger(node=self.prefix, cluster=cluster, keyring=None,
+                                   insecure=True, codec=codec)
+        self._connection_numbers = itertools.count(1)
         registry = ServiceRegistry()
         registry.serve(_ClientEndpoint(self), name="local")
         self.dispatcher = Dispatcher(registry)
@@ -172,6 +175,14 @@ class _HandleCore:
         self.received_fds: list[int] = []
         self.grants: dict[int, tuple[int, str, str]] = {}
         self.on_event: Callable[[LocalEvent], None] = self.pending_events.append
+
+    def new_messenger(self) -> Messenger:
+        """The packet layer of one new connection: a sender name and a replay window of its
+        own (``local:<pid>:<handle>.<connection>``). Shared by several connections, one
+        window would see the server's node-wide sequence numbers out of order — a slow
+        connection's packets arrive after a busy one's later ones — and refuse them as too
+        old; each stream is in order by itself."""
+        return self.messenger.sibling(f"{self.prefix}.{next(self._connection_numbers)}")
 
     def path(self, service: str) -> str:
         return socket_path(self.local_dir, self.cluster, service, self.domain)
@@ -238,7 +249,7 @@ class _BlockingConnection:
         self.path = path
         self.sock = sock
         self.lock = threading.Lock()
-        self.connection = Connection(core.messenger, dispatcher=core.dispatcher,
+        self.connection = Connection(core.new_messenger(), dispatcher=core.dispatcher,
                                      transport="local", peer=path, max_in_flight=1)
         self.timeout: float | None = None
         self.broken = False
@@ -578,7 +589,7 @@ class _AsyncConnection:
     def __init__(self, core: _HandleCore, path: str, sock: socket.socket) -> None:
         self.core = core
         self.path = path
-        self.connection = Connection(core.messenger, dispatcher=core.dispatcher,
+        self.connection = Connection(core.new_messenger(), dispatcher=core.dispatcher,
                                      transport="local", peer=path)
         self.driver = AsyncDriver(self.connection, flush=self._flush,
                                   broken=lambda error: self.stream.abort())

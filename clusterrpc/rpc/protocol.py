@@ -35,6 +35,7 @@ wall clock.
 from __future__ import annotations
 
 import collections
+import copy
 import inspect
 import typing
 from collections.abc import Callable, Collection, Coroutine, Sequence
@@ -165,6 +166,10 @@ class Messenger:
             max_packet=max_packet,
         )  # fmt: skip
         self.max_packet = max_packet
+        self._keyring = keyring
+        self._insecure = insecure
+        self._replay_window = replay_window
+        self._freshness = freshness
         self.authenticate = self.opener.open
         """``opener.open``: authenticate a packet at a wall-clock time, raising
         :class:`~clusterrpc.errors.AuthenticationError` for a refusal (counted). The hot path's
@@ -177,6 +182,26 @@ class Messenger:
     def epoch(self) -> int:
         """This sender's epoch (the same in every packet it seals)."""
         return self.sealer.epoch
+
+    def sibling(self, node: str) -> typing.Self:
+        """A messenger like this one (cluster, keys, codecs, epoch, clock) for sender ``node``,
+        with a sequence and a replay window of its own. It reuses this one's codecs and
+        schemes, loading nothing: safe after the process dropped its privileges."""
+        twin = copy.copy(self)
+        twin.node = node
+        twin.sealer = PacketSealer(
+            cluster=self.cluster, node=node, epoch=self.epoch, keyring=self._keyring,
+            insecure=self._insecure, schemes=self.sealer.schemes, max_packet=self.max_packet,
+        )  # fmt: skip
+        twin.opener = PacketOpener(
+            cluster=self.cluster, keyring=self._keyring, allow_insecure=self._insecure,
+            codecs=self.codecs.values(), schemes=self.opener.schemes,
+            replay_window=self._replay_window, freshness=self._freshness,
+            max_packet=self.max_packet,
+        )  # fmt: skip
+        twin.authenticate = twin.opener.open
+        twin._seal = twin.sealer.seal
+        return twin
 
     def use_keyring(self, keyring: Keyring | None) -> None:
         """Sign and verify with ``keyring`` from now on (a key rotation's step)."""
