@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from clusterrpc.config import Group, GroupConfig, NodeConfig, check_timeout
@@ -276,6 +276,7 @@ class Node:
         self._group_members: list[GroupMember] = []
         self._group_senders: dict[str, GroupSender] = {}
         self._own_calls: set[int] = set()
+        self._member_sources: dict[str, Callable[[], Iterable[str]]] = {}
         self._udp_endpoints: list[DatagramEndpoint] = []
         self._listeners: list[Listener] = []
         self._client_udp: dict[int, DatagramEndpoint] = {}
@@ -336,13 +337,22 @@ class Node:
         (they wait, their deadline running, and proceed in order when the last open
         transition ends, seeing nothing else); recovery handles' calls go on. Transitions may
         overlap. The membership component opens one per view change."""
-        if self.gate.open() and self.local is not None:
-            self.local.stall(True)
+        self.begin_transition()
         try:
             yield
         finally:
-            if self.gate.close() and self.local is not None:
-                self.local.stall(False)
+            self.end_transition()
+
+    def begin_transition(self) -> None:
+        """Open a transition now (what :meth:`transition` does on entry), for callers that
+        cannot wait: each call must be matched by one :meth:`end_transition`."""
+        if self.gate.open() and self.local is not None:
+            self.local.stall(True)
+
+    def end_transition(self) -> None:
+        """Close a transition opened by :meth:`begin_transition`."""
+        if self.gate.close() and self.local is not None:
+            self.local.stall(False)
 
     @property
     def started(self) -> bool:
@@ -445,6 +455,19 @@ class Node:
             raise ConfigurationError(f"no group {name!r} (configured groups: {known})")
         return GroupPeer(self.call_group, name)
 
+    def manage_group(self, name: str, members: Callable[[], Iterable[str]] | None) -> None:
+        """Let ``members()`` name who a call to group ``name`` waits for, when the group has
+        no ``members=`` list (the membership component passes the names alive in its view);
+        ``None`` stops it. A gather then returns as soon as exactly those answered. Raises
+        :class:`~clusterrpc.errors.ConfigurationError` for an unknown group."""
+        if name not in self._groups:
+            known = ", ".join(sorted(self._groups)) or "none"
+            raise ConfigurationError(f"no group {name!r} (configured groups: {known})")
+        if members is None:
+            self._member_sources.pop(name, None)
+        else:
+            self._member_sources[name] = members
+
     async def call_group(self, name: str, method: str, params: Sequence[Value], *,
                          timeout: Any = DEFAULT, oneway: bool = False,
                          quorum: int | None = None, include_self: bool = True
@@ -462,7 +485,13 @@ class Node:
         if oneway:
             await sender.oneway_group(method, params, exclude=exclude)
             return None
-        expected = None if group.members is None else set(group.members)
+        source = self._member_sources.get(name)
+        if group.members is not None:
+            expected: set[str] | None = set(group.members)
+        elif source is not None:
+            expected = set(source())
+        else:
+            expected = None
         if expected is not None and not include_self:
             expected.discard(self.name)
         return await sender.call_group(method, params, timeout=timeout, expected=expected,

@@ -44,6 +44,9 @@ class CallContext:
     oneway: bool = False
     multicast: bool = False
     client: LocalClient | None = None
+    epoch: int | None = None
+    """The sender's epoch from the packet header (its restart identity, ``spec/packet.md``),
+    or ``None`` where the transport has no packet header (HTTP)."""
 
     @property
     def uid(self) -> int | None:
@@ -84,17 +87,18 @@ class CallContext:
 # this function would leave unset) stops the import.
 _new_object = object.__new__
 _CONTEXT_FIELDS = ("method", "node", "key_id", "transport", "peer", "deadline", "oneway",
-                   "multicast", "client")
+                   "multicast", "client", "epoch")
 if {field.name for field in dataclasses.fields(CallContext)} != set(_CONTEXT_FIELDS):
     raise ImportError("new_call_context() does not set every field of CallContext")
 (_set_method, _set_node, _set_key_id, _set_transport, _set_peer, _set_deadline, _set_oneway,
- _set_multicast, _set_client) = (
+ _set_multicast, _set_client, _set_epoch) = (
     getattr(CallContext, name).__set__ for name in _CONTEXT_FIELDS)  # fmt: skip
 
 
 def new_call_context(  # noqa: PLR0917 - one argument per field, positional for speed
     method: str, node: str | None, key_id: str | None, transport: str, peer: str | None,
     deadline: float | None, oneway: bool, multicast: bool, client: LocalClient | None = None,
+    epoch: int | None = None,
 ) -> CallContext:  # fmt: skip
     """``CallContext(method=method, node=node, …, multicast=multicast)``, built faster (for
     the transports' hot path)."""
@@ -108,6 +112,7 @@ def new_call_context(  # noqa: PLR0917 - one argument per field, positional for 
     _set_oneway(context, oneway)
     _set_multicast(context, multicast)
     _set_client(context, client)
+    _set_epoch(context, epoch)
     return context
 
 

@@ -655,6 +655,7 @@ class Connection:
             oneway,
             bool(header.flags & _FLAGS_MULTICAST),
             self.client,
+            header.epoch,
         )  # fmt: skip
         result = dispatcher.start(message, context)
         if inspect.iscoroutine(result):
