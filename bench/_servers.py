@@ -68,12 +68,12 @@ class Ballots:
         return True
 
 
-def _announce(addresses: dict[str, str]) -> None:
+def announce(addresses: dict[str, str]) -> None:
     sys.stdout.write(json.dumps(addresses) + "\n")
     sys.stdout.flush()
 
 
-def _wait_for_stdin_eof() -> None:
+def wait_for_stdin_eof() -> None:
     """Block until the benchmark closes our standard input (or dies)."""
     with contextlib.suppress(OSError, ValueError):
         while sys.stdin.buffer.read(65536):
@@ -134,10 +134,10 @@ def serve_clusterrpc(config: dict[str, Any]) -> None:
         async with node:
             urls = {url.split(":", 1)[0]: url for url in node.addresses}
             threading.Thread(
-                target=lambda: (_wait_for_stdin_eof(), loop.call_soon_threadsafe(stopped.set)),
+                target=lambda: (wait_for_stdin_eof(), loop.call_soon_threadsafe(stopped.set)),
                 daemon=True,
             ).start()
-            _announce(urls)
+            announce(urls)
             with _Profiler(config.get("profile")):
                 await stopped.wait()
 
@@ -170,8 +170,8 @@ def serve_stdlib(config: dict[str, Any]) -> None:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                               daemon=True)
     thread.start()
-    _announce({"tcp": f"http://{host}:{port}/RPC2"})
-    _wait_for_stdin_eof()
+    announce({"tcp": f"http://{host}:{port}/RPC2"})
+    wait_for_stdin_eof()
     server.shutdown()
     server.server_close()
 
@@ -209,8 +209,8 @@ def serve_pyro5(config: dict[str, Any]) -> None:
     uri = daemon.register(Election(), objectId="election")
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
-    _announce({"unix" if config.get("unix") else "tcp": str(uri)})
-    _wait_for_stdin_eof()
+    announce({"unix" if config.get("unix") else "tcp": str(uri)})
+    wait_for_stdin_eof()
     daemon.shutdown()
 
 
@@ -274,8 +274,8 @@ def serve_echo_blocking(config: dict[str, Any]) -> None:
     tcp, unix = _listeners(config, "echo-blocking")
     for listener in (tcp, unix):
         threading.Thread(target=accept, args=(listener,), daemon=True).start()
-    _announce(_urls(tcp, unix))
-    _wait_for_stdin_eof()
+    announce(_urls(tcp, unix))
+    wait_for_stdin_eof()
 
 
 def serve_echo_asyncio(config: dict[str, Any]) -> None:
@@ -310,10 +310,10 @@ def serve_echo_asyncio(config: dict[str, Any]) -> None:
                    await loop.create_unix_server(Echo, sock=unix)]
         stopped = asyncio.Event()
         threading.Thread(
-            target=lambda: (_wait_for_stdin_eof(), loop.call_soon_threadsafe(stopped.set)),
+            target=lambda: (wait_for_stdin_eof(), loop.call_soon_threadsafe(stopped.set)),
             daemon=True,
         ).start()
-        _announce(_urls(tcp, unix))
+        announce(_urls(tcp, unix))
         await stopped.wait()
         for server in servers:
             server.close()

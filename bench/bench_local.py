@@ -65,6 +65,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _echo import EchoClient  # noqa: E402
+from _servers import announce, wait_for_stdin_eof  # noqa: E402
 from _timing import measure  # noqa: E402
 
 import clusterrpc  # noqa: E402
@@ -128,25 +130,14 @@ class BenchService:
         return count
 
 
-def _announce(document: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(document) + "\n")
-    sys.stdout.flush()
-
-
-def _wait_for_stdin_eof() -> None:
-    with contextlib.suppress(OSError, ValueError):
-        while sys.stdin.buffer.read(65536):
-            pass
-
-
 def serve_clusterrpc(config: dict[str, Any]) -> None:
     async def main() -> None:
         node = clusterrpc.Node(SERVER_NODE, cluster=CLUSTER, keyring=None, insecure=True,
                                local_dir=config["local_dir"])
         node.serve_local(BenchService(), name="election", domains=[local.USER])
         async with node:
-            _announce({"local_dir": config["local_dir"]})
-            await asyncio.to_thread(_wait_for_stdin_eof)
+            announce({"local_dir": config["local_dir"]})
+            await asyncio.to_thread(wait_for_stdin_eof)
 
     asyncio.run(main())
 
@@ -184,8 +175,8 @@ def serve_echo(config: dict[str, Any]) -> None:
             threading.Thread(target=connection, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    _announce({"path": config["path"]})
-    _wait_for_stdin_eof()
+    announce({"path": config["path"]})
+    wait_for_stdin_eof()
     listener.close()
 
 
@@ -220,8 +211,8 @@ def serve_dbus(config: dict[str, Any]) -> None:
     if reply.body[0] != 1:  # DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER
         raise RuntimeError(f"could not own {BUS_NAME}: {reply.body}")
     stop = threading.Event()
-    threading.Thread(target=lambda: (_wait_for_stdin_eof(), stop.set()), daemon=True).start()
-    _announce({"address": config["address"]})
+    threading.Thread(target=lambda: (wait_for_stdin_eof(), stop.set()), daemon=True).start()
+    announce({"address": config["address"]})
     while not stop.is_set():
         try:
             message = conn.receive(timeout=0.5)
@@ -305,27 +296,6 @@ def frame_sizes() -> tuple[int, int]:
     call = client.seal_call(2, CallMessage("election.vote", (SAMPLE_VOTE,)), timeout=30.0)
     reply = server.seal_answer(2, client.codec.codec_id, EXPECTED)
     return 4 + len(call), 4 + len(reply)
-
-
-class EchoClient:
-    def __init__(self, path: str, call_size: int) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.request = (call_size - 4).to_bytes(4, "big") + os.urandom(call_size - 4)
-
-    def call(self) -> bytes:
-        sock = self.sock
-        sock.sendall(self.request)
-        data = sock.recv(262144)
-        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
-            more = sock.recv(262144)
-            if not more:
-                raise ConnectionError("the echo server closed the connection")
-            data += more
-        return data
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @contextlib.contextmanager
@@ -468,7 +438,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "clusterrpc, json codec": checked(
                     lambda: json_handle.election.vote(SAMPLE_VOTE), "clusterrpc"),
             }
-            echo = EchoClient(os.path.join(tmpdir, "echo.sock"), call_size)
+            echo = EchoClient(f"unix://{tmpdir}/echo.sock", call_size - 4)
             cleanups.append(echo.close)
             contenders["echo (blocking Unix socket)"] = checked(echo.call, "echo")
             try:
