@@ -18,6 +18,11 @@ The configuration file is TOML::
                                                  # local_dir = "PATH" (default: /run/clusterrpc
                                                  # as root, $XDG_RUNTIME_DIR/clusterrpc)
 
+    [membership]                                 # optional: SWIM membership (spec/membership.md)
+    seeds = ["udp://10.0.0.2:7400"]              # udp:// addresses to join through
+    # optional: group (a [groups] name it manages), meta (a table of strings), advertise,
+    # and the timers of MembershipConfig (probe_interval, probe_timeout, suspicion_mult, ...)
+
     [groups]                                     # optional: groups to join and call
     all = "udp://239.192.0.1:7401?iface=127.0.0.1"
     [groups.peers]                               # or a table: address (a URL, or a list of
@@ -69,7 +74,7 @@ _SECONDS_OPTIONS = ("timeout", "drain_timeout", "freshness")
 _COUNT_OPTIONS = ("max_in_flight", "max_packet", "replay_window")
 _PATH_OPTIONS = ("tls_certfile", "tls_keyfile")
 _KNOWN = ("name", "cluster", "keyring", "listen", "services", "groups", "codec",
-          "local_dir", "local_services",
+          "local_dir", "local_services", "membership",
           *_BOOL_OPTIONS, *_SECONDS_OPTIONS, *_COUNT_OPTIONS, *_PATH_OPTIONS)  # fmt: skip
 
 
@@ -89,6 +94,8 @@ class ServeConfig:
     """The other :class:`~clusterrpc.Node` keyword arguments."""
     groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     """``Node(groups=…)``: name → URL, list of URLs, or ``{"address", "members", "join"}``."""
+    membership: dict[str, Any] | None = None
+    """``Membership(node, **membership)`` keywords, checked, or ``None`` for no membership."""
     node: NodeConfig | None = None
     """The node's configuration, parsed and checked once from all of the above."""
 
@@ -212,9 +219,60 @@ def load_config(path: str | Path) -> ServeConfig:
         )  # fmt: skip
     except ConfigurationError as error:
         raise UsageError(f"{path}: {error}") from None
+    membership = _membership_table(document, path, groups)
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
                        listen=list(listen), services=services, options=options,
-                       groups=dict(groups), node=node, local_services=local_services)
+                       groups=dict(groups), node=node, local_services=local_services,
+                       membership=membership)
+
+
+def _membership_table(document: dict[str, Any], path: Path, groups: dict[str, Any]
+                      ) -> dict[str, Any] | None:
+    """The ``[membership]`` table as ``Membership`` keywords, every value checked now (so a
+    bad one stops the command before anything listens)."""
+    table = document.get("membership")
+    if table is None:
+        return None
+    from clusterrpc.components.membership.protocol import (  # noqa: PLC0415
+        MembershipConfig,
+        check_meta,
+    )
+
+    if not isinstance(table, dict):
+        raise UsageError(f'{path}: `membership` must be a table, e.g. [membership] seeds = '
+                         f'["udp://10.0.0.2:7400"]')
+    table = dict(table)
+    options: dict[str, Any] = {}
+    seeds = table.pop("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(seed, str)
+                                              and seed.startswith("udp://") for seed in seeds):
+        raise UsageError(f"{path}: membership `seeds` must be a list of udp:// URLs, "
+                         f"not {seeds!r}")
+    options["seeds"] = seeds
+    for key in ("group", "advertise"):
+        if key in table:
+            value = table.pop(key)
+            if not isinstance(value, str):
+                raise UsageError(f"{path}: membership `{key}` must be a string, not {value!r}")
+            options[key] = value
+    if "group" in options and options["group"] not in groups:
+        raise UsageError(f"{path}: membership group `{options['group']}` is not in [groups]")
+    if "meta" in table:
+        try:
+            options["meta"] = check_meta(table.pop("meta"))
+        except ConfigurationError as error:
+            raise UsageError(f"{path}: membership meta: {error}") from None
+    try:
+        MembershipConfig(**table)
+    except TypeError:
+        known = sorted(field.name for field in dataclasses.fields(MembershipConfig))
+        unknown = sorted(set(table) - set(known))
+        raise UsageError(f"{path}: unknown membership key `{unknown[0]}` (known: seeds, "
+                         f"group, meta, advertise, {', '.join(known)})") from None
+    except ConfigurationError as error:
+        raise UsageError(f"{path}: {error}") from None
+    options.update(table)
+    return options
 
 
 def _service_table(document: dict[str, Any], key: str, path: Path) -> dict[str, str]:
@@ -297,7 +355,17 @@ async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
             if print_addresses:
                 print("\n".join(node.addresses), flush=True)
             log.info("node %s of cluster %s started", config.name, config.cluster)
-            await stop.wait()
+            membership = None
+            if config.membership is not None:
+                from clusterrpc.components import Membership  # noqa: PLC0415
+
+                membership = Membership(node, **config.membership)
+                await membership.start()
+            try:
+                await stop.wait()
+            finally:
+                if membership is not None:
+                    await membership.stop()
         finally:
             await node.stop()
         log.info("node %s stopped", config.name)
