@@ -152,3 +152,27 @@ def test_bench_local_quick_runs_every_contender() -> None:
     events = report["events"]
     assert events["events_per_s"] > 0
     assert 0 < events["latency_p50_us"] <= events["latency_p99_us"] <= events["latency_max_us"]
+
+
+MEMBERSHIP_BENCH = ROOT / "bench" / "bench_membership.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_membership_quick_runs_both_contenders() -> None:
+    """``bench/bench_membership.py --quick``: both contenders detected the crash, the
+    false-positive run ran its stalls, and the loopback cluster was measured."""
+    if not MEMBERSHIP_BENCH.exists():
+        pytest.skip("bench/ is not part of this checkout")
+    completed = subprocess.run(
+        [sys.executable, str(MEMBERSHIP_BENCH), "--quick", "--json", "-"],
+        capture_output=True, text=True, timeout=280, cwd=ROOT, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads(completed.stdout)
+    for name in ("clusterrpc", "memberlist"):
+        assert 0 < report["detection"][name]["median_s"] < 60
+        assert report["false_positives"][name]["stalls"] > 0
+        assert report["cpu"][name]["cpu_us_per_member_per_s"] > 0
+    assert {goal["goal"] for goal in report["goals"]} == {
+        "median detection no worse than memberlist's", "false positives at least 10x fewer"}

@@ -127,9 +127,11 @@ class MembershipConfig:
     (16): updates piggybacked per message. ``lag_threshold`` (100 ms): event-loop lag that
     puts the member's own health in doubt. ``local_health`` (on): awareness and lag handling.
     ``refute_directly`` (on): a refutation goes at once to the accuser and up to
-    ``refute_fanout`` (32) members, besides the gossip. With both off the protocol is
-    memberlist's default algorithm without Lifeguard's local health (the benchmark's
-    comparison).
+    ``refute_fanout`` (32) members, besides the gossip. ``direct_retry`` (on): a second
+    direct ping goes with the indirect probes (memberlist sends a TCP ping there; a
+    UDP-only membership retries over UDP). With these three off the protocol is memberlist's
+    default algorithm without Lifeguard's local health and without its TCP fallback (the
+    benchmark's comparison).
     """
 
     probe_interval: float = 1.0
@@ -150,6 +152,7 @@ class MembershipConfig:
     lag_threshold: float = 0.1
     local_health: bool = True
     refute_directly: bool = True
+    direct_retry: bool = True
     refute_fanout: int = 32
 
     def __post_init__(self) -> None:
@@ -713,6 +716,12 @@ class MembershipProtocol:
             return
         chosen = self.rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
         probe.helpers = len(chosen)
+        if self.config.direct_retry:
+            # A second direct ping beside the indirect ones (memberlist sends a TCP ping
+            # here; this is the UDP-only equivalent): one lost datagram is the commonest
+            # reason for a missing ack, and costs the target a suspicion otherwise.
+            self._send(target.addresses[0], PING, {"seq": probe.seq, "target": probe.target,
+                                                   "reply_to": self.address})
         for helper in chosen:
             self.counters["indirect_probes_sent"] += 1
             self._send(helper.addresses[0], PING_REQ, {
