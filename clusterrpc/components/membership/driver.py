@@ -203,6 +203,8 @@ class Membership:
         if self.group is not None:
             self.node.manage_group(self.group, None)
         for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()  # the end matters more than the oldest event
             queue.put_nowait(None)  # type: ignore[arg-type]  # the end of events()
 
     async def __aenter__(self) -> Membership:
