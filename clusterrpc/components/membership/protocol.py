@@ -127,11 +127,13 @@ class MembershipConfig:
     (16): updates piggybacked per message. ``lag_threshold`` (100 ms): event-loop lag that
     puts the member's own health in doubt. ``local_health`` (on): awareness and lag handling.
     ``refute_directly`` (on): a refutation goes at once to the accuser and up to
-    ``refute_fanout`` (32) members, besides the gossip. ``direct_retry`` (on): a second
-    direct ping goes with the indirect probes (memberlist sends a TCP ping there; a
-    UDP-only membership retries over UDP). With these three off the protocol is memberlist's
-    default algorithm without Lifeguard's local health and without its TCP fallback (the
-    benchmark's comparison).
+    ``refute_fanout`` (32) members, besides the gossip; and a suspect that sent this member
+    an authenticated packet since the suspicion began is not declared dead when the timer
+    fires: its suspicion goes to it again and the timer restarts at the minimum.
+    ``direct_retry`` (on): a second direct ping goes with the indirect probes (memberlist
+    sends a TCP ping there; a UDP-only membership retries over UDP). With these three off
+    the protocol is memberlist's default algorithm without Lifeguard's local health and
+    without its TCP fallback (the benchmark's comparison).
     """
 
     probe_interval: float = 1.0
@@ -408,6 +410,7 @@ class MembershipProtocol:
             "suspicions_confirmed", "refutations", "false_suspicions_refuted", "deaths",
             "joins", "leaves", "restarts", "gossip_sent", "syncs_sent", "syncs_received",
             "updates_received", "updates_malformed", "messages_ignored", "lag_events",
+            "deaths_averted",
         ), 0)  # fmt: skip
         """What happened, by name (``spec/membership.md``, "Counters")."""
 
@@ -575,6 +578,17 @@ class MembershipProtocol:
                     self._send(address, NACK, {"seq": relay.requester_seq})
         for entry in list(self._members.values()):
             if entry.state == SUSPECT and now >= entry.suspect_deadline:
+                if (self.config.refute_directly and entry.last_heard is not None
+                        and entry.last_heard > entry.suspect_start):
+                    # It sent us an authenticated packet of this life after the suspicion
+                    # began: it lives, and only its refutation was lost. Tell it again.
+                    self.counters["deaths_averted"] += 1
+                    entry.suspect_start = now
+                    entry.suspect_deadline = now + entry.suspect_min
+                    if entry.addresses:
+                        self._outbox.append(Outgoing(entry.addresses[0], GOSSIP,
+                                                     {"updates": [entry.update()]}))
+                    continue
                 self._declare_dead(entry, now)
         if now >= self._next_probe:
             self._probe_next(now)
