@@ -13,6 +13,7 @@ distinctions that callers act on:
 
     ClusterRPCError
     ├── Fault                      the remote method answered with a fault (code, message)
+    │   └── StaleTermError         a @fenced method refused a term older than its newest
     ├── ConfigurationError         bad keyword configuration or plugin set-up   (ValueError)
     │   ├── UnknownCodecError      no codec with that name or wire id          (LookupError)
     │   ├── UnknownSchemeError     no authentication scheme with that name/id  (LookupError)
@@ -25,6 +26,10 @@ distinctions that callers act on:
     ├── TooManyCallsError          a call started with every in-flight slot taken (yours)
     ├── LocalAccessError           the local API refused access: domain, recovery flag,
     │                              server uid, socket directory     (PermissionError)
+    ├── ElectionError              leader election could not do what was asked
+    │   ├── NotLeaderError         this node is not the leader (transfer, lease)
+    │   ├── NoLeaderError          no leader became known before the timeout (TimeoutError)
+    │   └── TransferError          leadership did not move to another voter in time
     ├── TransportError             the call could not be carried to or from the peer
     │   ├── ConnectError           connecting failed (refused, unreachable, no such socket)
     │   ├── ConnectionLostError    the peer closed or broke the connection mid-call
@@ -68,6 +73,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionLostError",
     "DecodeError",
+    "ElectionError",
     "EncodeError",
     "Fault",
     "FaultCode",
@@ -76,11 +82,15 @@ __all__ = [
     "KeyringError",
     "LimitExceededError",
     "LocalAccessError",
+    "NoLeaderError",
+    "NotLeaderError",
     "PacketError",
     "ReplayError",
     "StaleEpochError",
+    "StaleTermError",
     "TooManyCallsError",
     "TooOldError",
+    "TransferError",
     "TransportError",
     "UnknownCodecError",
     "UnknownKeyError",
@@ -113,6 +123,10 @@ class FaultCode(enum.IntEnum):
     """The server failed while handling a valid request."""
     APPLICATION_ERROR = -32500
     """The method itself raised an exception."""
+    STALE_TERM = -32010
+    """A :func:`~clusterrpc.components.election.fenced` method refused the call: the fencing
+    token (election term) it carried is older than the newest the service has seen. (In the
+    range the fault-interoperability specification leaves to implementations.)"""
     SYSTEM_ERROR = -32400
     """An error of the server's system, outside the method."""
     TRANSPORT_ERROR = -32300
@@ -149,6 +163,20 @@ class Fault(ClusterRPCError):
 
     def __hash__(self) -> int:
         return hash((self.code, self.message))
+
+
+class StaleTermError(Fault):
+    """Raised inside a :func:`~clusterrpc.components.election.fenced` method when the call
+    carries a term older than the newest that the service has seen: the caller was a leader
+    once but is not any more (a paused old leader must not act). The caller receives a
+    :class:`Fault` with code :attr:`FaultCode.STALE_TERM`; ``term`` and ``newest`` are the two
+    terms (on the server side)."""
+
+    def __init__(self, term: int, newest: int) -> None:
+        super().__init__(FaultCode.STALE_TERM,
+                         f"stale term {term}: this service has seen term {newest}")
+        self.term = term
+        self.newest = newest
 
 
 class ConfigurationError(ClusterRPCError, ValueError):
@@ -233,6 +261,29 @@ class LocalAccessError(ClusterRPCError, PermissionError):
     ``SYSTEM``, a uid the domain does not admit, a server whose uid is not the expected daemon
     uid, or a socket directory that is a symlink or writable by others. A ``PermissionError``,
     so code that handles the kernel's ``EACCES`` handles this too."""
+
+
+class ElectionError(ClusterRPCError):
+    """Leader election (``clusterrpc.components.election``) could not do what was asked."""
+
+
+class NotLeaderError(ElectionError):
+    """The operation needs this node to be the leader, and it is not (``transfer()``,
+    ``lease_remaining()``). ``leader`` names the leader this node knows of, or is ``None``."""
+
+    def __init__(self, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class NoLeaderError(ElectionError, TimeoutError):
+    """No leader became known before the timeout (``wait_for_leader``): the voters are
+    partitioned, too few are up, or the election is still running."""
+
+
+class TransferError(ElectionError):
+    """Leadership did not move to another voter within the transfer timeout (the target did
+    not answer or lost its election). This node may still be the leader: read ``is_leader``."""
 
 
 class TransportError(ClusterRPCError):

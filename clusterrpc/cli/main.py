@@ -59,7 +59,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from clusterrpc import __version__
-from clusterrpc.cli import keys, local, members, rpc, serve
+from clusterrpc.cli import keys, leader, local, members, rpc, serve
 from clusterrpc.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(commands)
     local.register(commands)
     members.register(commands)
+    leader.register(commands)
     return parser
 
 

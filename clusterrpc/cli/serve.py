@@ -23,6 +23,14 @@ The configuration file is TOML::
     # optional: group (a [groups] name it manages), meta (a table of strings), advertise,
     # and the timers of MembershipConfig (probe_interval, probe_timeout, suspicion_mult, ...)
 
+    [election]                                   # optional: leader election (spec/election.md)
+    voters = { n1 = "udp://10.0.0.1:7400", n2 = "udp://10.0.0.2:7400", n3 = "udp://10.0.0.3:7400" }
+    state_dir = "state"                          # required: the persisted term and vote
+    # (relative to this file's directory); voters may be a list of names with [membership];
+    # optional: name (the service, default "election"), election_timeout, heartbeat_interval,
+    # transfer_timeout, prevote, check_quorum, leader_stickiness. SIGTERM on the leader hands
+    # the leadership over before the node stops.
+
     [groups]                                     # optional: groups to join and call
     all = "udp://239.192.0.1:7401?iface=127.0.0.1"
     [groups.peers]                               # or a table: address (a URL, or a list of
@@ -74,7 +82,7 @@ _SECONDS_OPTIONS = ("timeout", "drain_timeout", "freshness")
 _COUNT_OPTIONS = ("max_in_flight", "max_packet", "replay_window")
 _PATH_OPTIONS = ("tls_certfile", "tls_keyfile")
 _KNOWN = ("name", "cluster", "keyring", "listen", "services", "groups", "codec",
-          "local_dir", "local_services", "membership",
+          "local_dir", "local_services", "membership", "election",
           *_BOOL_OPTIONS, *_SECONDS_OPTIONS, *_COUNT_OPTIONS, *_PATH_OPTIONS)  # fmt: skip
 
 
@@ -96,6 +104,8 @@ class ServeConfig:
     """``Node(groups=…)``: name → URL, list of URLs, or ``{"address", "members", "join"}``."""
     membership: dict[str, Any] | None = None
     """``Membership(node, **membership)`` keywords, checked, or ``None`` for no membership."""
+    election: dict[str, Any] | None = None
+    """``Election(node, **election)`` keywords, checked, or ``None`` for no election."""
     node: NodeConfig | None = None
     """The node's configuration, parsed and checked once from all of the above."""
 
@@ -220,10 +230,64 @@ def load_config(path: str | Path) -> ServeConfig:
     except ConfigurationError as error:
         raise UsageError(f"{path}: {error}") from None
     membership = _membership_table(document, path, groups)
+    election = _election_table(document, path, name, has_membership=membership is not None)
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
                        listen=list(listen), services=services, options=options,
                        groups=dict(groups), node=node, local_services=local_services,
-                       membership=membership)
+                       membership=membership, election=election)
+
+
+def _election_table(document: dict[str, Any], path: Path, name: str, *,
+                    has_membership: bool) -> dict[str, Any] | None:
+    """The ``[election]`` table as ``Election`` keywords, every value checked now."""
+    table = document.get("election")
+    if table is None:
+        return None
+    from clusterrpc.components.election.protocol import ElectionConfig  # noqa: PLC0415
+
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: `election` must be a table, e.g. [election] voters = "
+                         '{ n1 = "udp://10.0.0.1:7400", … } and state_dir = "state"')
+    table = dict(table)
+    options: dict[str, Any] = {}
+    voters = table.pop("voters", None)
+    if isinstance(voters, dict):
+        if not all(isinstance(url, str) and "://" in url for url in voters.values()):
+            raise UsageError(f"{path}: election `voters` maps node names to URLs, "
+                             f"not {voters!r}")
+    elif isinstance(voters, list):
+        if not all(isinstance(voter, str) for voter in voters):
+            raise UsageError(f"{path}: election `voters` must be node names, not {voters!r}")
+        if not has_membership:
+            raise UsageError(f"{path}: election `voters` given by name need a [membership] "
+                             "table to find their addresses (or map each name to its URL)")
+    else:
+        raise UsageError(f"{path}: election `voters` is required: a table of node name = URL "
+                         "(this node included), or a list of names with [membership]")
+    if name not in voters:
+        raise UsageError(f"{path}: election `voters` must include this node ({name!r})")
+    options["voters"] = voters
+    state_dir = table.pop("state_dir", None)
+    if not isinstance(state_dir, str) or not state_dir:
+        raise UsageError(f"{path}: election `state_dir` (a directory for the persisted term "
+                         "and vote) is required")
+    options["state_dir"] = str(path.parent / state_dir)
+    if "name" in table:
+        service = table.pop("name")
+        if not isinstance(service, str):
+            raise UsageError(f"{path}: election `name` must be a string, not {service!r}")
+        options["name"] = service
+    try:
+        ElectionConfig(**table)
+    except TypeError:
+        known = sorted(field.name for field in dataclasses.fields(ElectionConfig))
+        unknown = sorted(set(table) - set(known))
+        raise UsageError(f"{path}: unknown election key `{unknown[0]}` (known: voters, "
+                         f"state_dir, name, {', '.join(known)})") from None
+    except ConfigurationError as error:
+        raise UsageError(f"{path}: election: {error}") from None
+    options.update(table)
+    return options
 
 
 def _membership_table(document: dict[str, Any], path: Path, groups: dict[str, Any]
@@ -361,9 +425,17 @@ async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
 
                 membership = Membership(node, **config.membership)
                 await membership.start()
+            election = None
             try:
+                if config.election is not None:
+                    from clusterrpc.components import Election  # noqa: PLC0415
+
+                    election = Election(node, membership=membership, **config.election)
+                    await election.start()
                 await stop.wait()
             finally:
+                if election is not None:
+                    await election.stop()  # the leader hands over first (transfer)
                 if membership is not None:
                     await membership.stop()
         finally:
