@@ -93,7 +93,8 @@ def test_leader_shows_the_elected_leader_and_transfer_moves_it(tmp_path: Path) -
         assert moved.returncode == EXIT_OK, moved.stderr
         assert f"from {leader} to {target}" in moved.stdout
         new, new_term = wait_for_leader(ports, keyring, 10.0)
-        assert new == target and new_term > term
+        assert new == target
+        assert new_term > term
         bad = run_cli("leader", "transfer", f"udp://127.0.0.1:{ports[target]}", "-k", keyring,
                       "--to", "nobody", "--timeout", "10")
         assert bad.returncode == EXIT_FAULT
@@ -107,7 +108,7 @@ def test_sigterm_on_the_leader_hands_the_leadership_over_before_exit(tmp_path: P
         assert "hands the leadership" in servers[leader].stderr
         rest = {name: port for name, port in ports.items() if name != leader}
         # A transfer, not an election after a timeout: the new leader is there at once.
-        new, new_term = wait_for_leader(rest, keyring, 2.0, not_=leader)
+        _new, new_term = wait_for_leader(rest, keyring, 2.0, not_=leader)
         assert new_term == term + 1
         # The stopped node's state survived: its term file holds at least the old term.
         saved = json.loads((tmp_path / f"state-{leader}" / "election.json").read_text())

@@ -156,7 +156,8 @@ def test_a_killed_leader_is_replaced_at_a_higher_term_within_two_maximum_timeout
             await cluster.crash(old)
             took = await wait_for(cluster.agreed_leader, 2 * (2 * T))
             new = cluster.agreed_leader()
-            assert new is not None and new != old
+            assert new is not None
+            assert new != old
             assert cluster.elections[new].term > old_term
             assert took < 4 * T
             # The old leader restarts from its state file and follows: no disruption.
@@ -217,17 +218,18 @@ def test_admin_methods_answer_over_the_network_and_transfer_is_forwarded_to_the_
             await wait_for(cluster.agreed_leader, 10 * T)
             leader = cluster.agreed_leader()
             follower = next(name for name in sorted(cluster.elections) if name != leader)
-            status = await admin.peer(cluster.voters[follower]).call("election.status")
+            status: Any = await admin.peer(cluster.voters[follower]).call("election.status")
             assert status["role"] == "follower"
             assert status["leader"] == leader
             assert status["term"] == cluster.elections[follower].term
             assert [row["name"] for row in status["voters"]] == ["n0", "n1", "n2"]
             assert 0 <= status["last_heartbeat"] < T
-            lead_status = await admin.peer(cluster.voters[str(leader)]).call("election.status")
+            lead_status: Any = await admin.peer(cluster.voters[str(leader)]).call("election.status")
             assert set(lead_status["acks"]) == set(cluster.voters) - {leader}
             # Asked of a follower, the transfer goes to the leader and names the new one.
-            answer = await admin.peer(cluster.voters[follower]).call("election.transfer", "")
-            assert answer["from"] == leader and answer["to"] != leader
+            answer: Any = await admin.peer(cluster.voters[follower]).call("election.transfer", "")
+            assert answer["from"] == leader
+            assert answer["to"] != leader
             await wait_for(cluster.agreed_leader, 2 * T)
             assert cluster.agreed_leader() == answer["to"]
             # Votes from outside the voter set are ignored (admin is authenticated but not a
@@ -451,7 +453,9 @@ def test_three_voters_on_loopback_udp_elect_and_fail_over(tmp_path: Path) -> Non
                 assert asyncio.get_running_loop().time() < deadline, "no new leader"
                 await asyncio.sleep(timeout / 10)
             new = survivor.leader
-            assert new != leader and elections[new].term > term
+            assert new is not None
+            assert new != leader
+            assert elections[new].term > term
         finally:
             for election in elections.values():
                 await election.stop(transfer=False)
@@ -459,3 +463,39 @@ def test_three_voters_on_loopback_udp_elect_and_fail_over(tmp_path: Path) -> Non
                 await node.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 50))
+
+
+def test_voters_named_only_find_their_addresses_in_the_membership_view(tmp_path: Path) -> None:
+    from clusterrpc.components import Membership  # noqa: PLC0415
+
+    async def scenario() -> None:
+        net = MemoryNetwork(seed=9)
+        nodes = [Node(f"m{index}", cluster=CLUSTER, keyring=KEYRING, listen=[url(index)],
+                      network=net, timeout=1.0) for index in range(3)]
+        memberships: list[Membership] = []
+        elections: list[Election] = []
+        try:
+            for index, node in enumerate(nodes):
+                await node.start()
+                membership = Membership(node, seeds=[url(0)] if index else [])
+                await membership.start()
+                memberships.append(membership)
+                election = Election(node, voters=["m0", "m1", "m2"], membership=membership,
+                                    state_dir=tmp_path / node.name)
+                await election.start()
+                elections.append(election)
+            await wait_for(lambda: len({e.leader for e in elections}) == 1
+                           and elections[0].leader is not None, 30 * T)
+            leader = elections[0].leader
+            assert sum(e.is_leader for e in elections) == 1
+            assert elections[1].address_of("m2") == url(2)
+            assert leader is not None
+        finally:
+            for election in elections:
+                await election.stop(transfer=False)
+            for membership in memberships:
+                await membership.stop()
+            for node in nodes:
+                await node.stop()
+
+    run(scenario)

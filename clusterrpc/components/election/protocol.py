@@ -175,6 +175,14 @@ def _term_of(body: Any) -> int | None:
     return term
 
 
+def _seq_of(seq: object) -> int:
+    """A heartbeat's round number; anything but a non-negative integer counts as round 0 (it
+    only orders the leader's lease and transfer choice, never safety)."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_TERM:
+        return 0
+    return seq
+
+
 def _flag(body: dict[str, Any], key: str) -> bool:
     return body.get(key) is True
 
@@ -276,7 +284,8 @@ class ElectionProtocol:
     # -- life ----------------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Start as a follower. A (re)started voter grants no vote for one election timeout:
+        """Start as a follower. A (re)started voter grants no vote for a later term than its
+        persisted one for one election timeout:
         it may have been a follower of a live leader before the restart, and stickiness must
         survive the restart, or a restarted voter could help depose a healthy leader (and
         void the leader's lease)."""
@@ -333,8 +342,8 @@ class ElectionProtocol:
             target = to
         else:
             fresh = [(self._acked_seq.get(voter, -1), self._acked[voter], voter)
-                     for voter in self._acked
-                     if now - self._acked[voter] < self.config.election_timeout]
+                     for voter in self._acked if voter in self._acked_seq
+                     and now - self._acked[voter] < self.config.election_timeout]
             if not fresh:
                 raise ConfigurationError("no other voter answered within the election "
                                          "timeout: nobody to transfer leadership to")
@@ -360,8 +369,11 @@ class ElectionProtocol:
         tokens (the term) for anything that must be correct. The bound: a heartbeat sent at
         ``s`` and acknowledged by a majority means each of those voters refuses votes until
         ``T`` after it received it, so no election can succeed before ``s + T``; 10 % of T is
-        kept back for clock-rate drift."""
-        if self.role != LEADER or not self.config.leader_stickiness:
+        kept back for clock-rate drift. A leader that started a :meth:`transfer` in this term
+        has no lease: the target's campaign overrides the voters' stickiness (at any time a
+        delayed ``timeout_now`` arrives), so another leader may win before this one hears."""
+        if (self.role != LEADER or not self.config.leader_stickiness
+                or self._transfer_until > float("-inf")):
             return float("-inf")
         seqs = sorted((self._acked_seq.get(voter, -1) for voter in self.voters
                        if voter != self.name), reverse=True)
@@ -396,10 +408,10 @@ class ElectionProtocol:
             self._on_vote(sender, term, _flag(body, "granted"), _flag(body, "prevote"), now)
         elif kind == HEARTBEAT:
             seq = body.get("seq")
-            self._on_heartbeat(sender, term, seq if isinstance(seq, int) else 0, now)
+            self._on_heartbeat(sender, term, _seq_of(seq), now)
         elif kind == HEARTBEAT_ACK:
             seq = body.get("seq")
-            self._on_heartbeat_ack(sender, term, seq if isinstance(seq, int) else 0, now)
+            self._on_heartbeat_ack(sender, term, _seq_of(seq), now)
         else:
             self._on_timeout_now(sender, term, now)
         self._report()
@@ -442,6 +454,7 @@ class ElectionProtocol:
                                           "prevote": True})
             return
         if term > self.term:
+            self.counters["stepped_down_term"] += self.role == LEADER
             self._become_follower(now, term, None)
         if self.voted_for == sender or (self.voted_for is None and self.leader is None):
             if self.voted_for is None:
@@ -557,6 +570,7 @@ class ElectionProtocol:
         self._leader_contact = float("-inf")
         self._granted = {self.name}
         self._answered = {self.name}
+        self._campaign_transfer = False  # a failed transfer campaign retries as a plain one
         self._reset_election_timer(now)
         if len(self._granted) >= self.majority:
             self._campaign(now, transfer=False)
@@ -597,6 +611,7 @@ class ElectionProtocol:
         self._election_deadline = float("inf")
         self._retransmit_due = float("inf")
         self._campaign_transfer = False
+        self._transfer_until = float("-inf")  # no transfer yet in this term (lease_expiry)
         # Every voter starts with a full election timeout to answer before check-quorum.
         self._acked = {voter: now for voter in self.voters if voter != self.name}
         self._acked_seq = {}
