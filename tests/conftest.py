@@ -81,6 +81,13 @@ class RunVirtual(Protocol):
                  timeout: float = VIRTUAL_TIMEOUT) -> T: ...
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--slow``: run the long variants of the seeded simulations (e.g. 20,000 seeded runs of
+    the election nemesis in ``tests/test_election_sim.py`` instead of 2,000)."""
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="run the long variants of the seeded simulations")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse to run with a time scale that is not a number > 0."""
     try:

@@ -176,3 +176,27 @@ def test_bench_membership_quick_runs_both_contenders() -> None:
         assert report["cpu"][name]["cpu_us_per_member_per_s"] > 0
     assert {goal["goal"] for goal in report["goals"]} == {
         "median detection no worse than memberlist's", "false positives at least 10x fewer"}
+
+
+ELECTION_BENCH = ROOT / "bench" / "bench_election.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_election_quick_measures_failover() -> None:
+    """``bench/bench_election.py --quick --no-etcd``: every kill found a new leader, the
+    steady state sent heartbeats and no campaign (etcd is not needed)."""
+    if not ELECTION_BENCH.exists():
+        pytest.skip("bench/ is not part of this checkout")
+    completed = subprocess.run(
+        [sys.executable, str(ELECTION_BENCH), "--quick", "--no-etcd", "--json", "-"],
+        capture_output=True, text=True, timeout=280, cwd=ROOT, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads(completed.stdout)
+    failover = report["clusterrpc"]["failover"]
+    assert failover["kills"] == 3
+    assert 0 < failover["p50_s"] <= failover["p99_s"] < 30
+    assert report["clusterrpc"]["steady"]["msgs_per_s_per_node"] > 0
+    assert report["clusterrpc"]["steady"]["campaigns_during_window"] == 0
+    assert report["etcd_measured"] is False

@@ -300,11 +300,31 @@ class ElectionProtocol:
             self._reset_election_timer(now)
         self._report()
 
+    def _set_clock(self, now: float) -> None:
+        """Read the clock. If it stepped back (a wall clock set back, not a monotonic one),
+        move every deadline and timestamp back with it: else each timer would wait out the
+        lost time too — a leader would send no heartbeat for that long while still refusing
+        votes as the leader, and a follower would stay "in lease" as long — and a majority
+        could be left without a leader for longer than the step."""
+        back = now - self._now
+        if back < 0:
+            self._election_deadline += back
+            self._heartbeat_due += back
+            self._retransmit_due += back
+            self._leader_contact += back
+            self._no_votes_before += back
+            self._became_leader += back
+            if self._transfer_until > float("-inf"):
+                self._transfer_until += back
+            self._acked = {voter: when + back for voter, when in self._acked.items()}
+            self._seq_sent_at = {seq: when + back for seq, when in self._seq_sent_at.items()}
+        self._now = now
+
     def tick(self, now: float) -> None:
         """Run what is due at ``now``: heartbeats, check-quorum, retransmissions, elections."""
         if not self._started:
             return
-        self._now = now
+        self._set_clock(now)
         config = self.config
         if self.role == LEADER:
             if now >= self._heartbeat_due:
@@ -332,7 +352,7 @@ class ElectionProtocol:
         :class:`~clusterrpc.errors.NotLeaderError` unless this node is the leader, and
         :class:`~clusterrpc.errors.ConfigurationError` for a ``to`` that is not another voter
         or when no other voter has answered within the election timeout."""
-        self._now = now
+        self._set_clock(now)
         if self.role != LEADER:
             raise NotLeaderError(f"{self.name} is not the leader", leader=self.leader)
         if to is not None:
@@ -393,7 +413,7 @@ class ElectionProtocol:
         the packet layer authenticated, never a name read from the body)."""
         if not self._started:
             return
-        self._now = now
+        self._set_clock(now)
         if sender == self.name or sender not in self.voters:
             self.counters["outsiders_ignored"] += 1
             return
