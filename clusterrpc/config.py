@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from clusterrpc.envelope import DEFAULT_MAX_PACKET
 from clusterrpc.errors import ConfigurationError
-from clusterrpc.transports.addresses import Address, parse_address
+from clusterrpc.transports.addresses import Address, parse_address, parse_listen_address
 from clusterrpc.values import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from clusterrpc.keyring import Keyring
     from clusterrpc.local.server import LocalDomain
     from clusterrpc.transports.datagrams import DatagramNetwork
+    from clusterrpc.transports.systemd import InheritedSocket
 
 __all__ = ["Group", "GroupConfig", "NodeConfig", "check_timeout"]
 
@@ -112,6 +113,18 @@ class NodeConfig:
     every UDP socket and group of the node uses instead of the operating system's; then only
     ``udp://`` listen addresses are allowed.
 
+    Socket activation (``spec/systemd.md``): a ``listen`` URL ``fd://NAME`` serves on the
+    sockets passed under that file-descriptor name instead of binding — ``fd://cluster`` each
+    TCP, Unix-stream or UDP socket so named (by its type), ``fd://http[/path]`` the XML-RPC
+    endpoint (HTTPS with ``tls_certfile``); a local-API socket named
+    ``local.SERVICE.DOMAIN`` is taken by ``serve_local`` for that service and domain.
+    ``inherited``: the sockets to take them from
+    (:func:`clusterrpc.transports.systemd.inherited_sockets`); the node serves on duplicates,
+    and they stay the caller's. ``None`` (the default): the node takes them from its process
+    environment when it starts (``$LISTEN_PID``/``$LISTEN_FDS``/``$LISTEN_FDNAMES``, which it
+    then unsets), owns them and closes them when it stops — so ``clusterrpc serve`` under
+    systemd needs nothing but ``fd://`` URLs in its file. ``()``: never inherit.
+
     ``codec``: how the node encodes its calls (answers use the codec of the call). ``limits`` and
     ``max_packet`` bound what is accepted. ``max_in_flight``: calls per connection, each way,
     before back-pressure. ``timeout``: the default per-call timeout of ``node.peer()``
@@ -156,6 +169,7 @@ class NodeConfig:
     local_max_events: int = 1024
     local_max_event_bytes: int = 1 << 20
     local_eviction_grace: float = 2.0
+    inherited: Sequence[InheritedSocket] | None = None
 
     @classmethod
     def from_options(cls, name: str, *, listen: Iterable[str] = (),
@@ -168,7 +182,7 @@ class NodeConfig:
         if isinstance(listen, str):
             raise ConfigurationError("listen takes a list of URLs, not one string")
         return cls(
-            name=name, listen=tuple(parse_address(url) for url in listen),
+            name=name, listen=tuple(parse_listen_address(url) for url in listen),
             groups={group: GroupConfig.parse(group, spec)
                     for group, spec in (groups or {}).items()},
             **options,
@@ -182,6 +196,8 @@ class NodeConfig:
         set_field(self, "drain_timeout",
                   check_timeout(self.drain_timeout, "drain_timeout") or 0.0)
         set_field(self, "listen", tuple(self.listen))
+        if self.inherited is not None:
+            set_field(self, "inherited", tuple(self.inherited))
         if self.local_dir is not None:
             from clusterrpc.local.paths import check_cluster_name  # noqa: PLC0415
 
@@ -197,6 +213,9 @@ class NodeConfig:
             raise ConfigurationError("tls_certfile and tls_keyfile go together")
         tls = self.tls_certfile is not None
         for address in self.listen:
+            if address.scheme == "fd":
+                self._check_inherited(address)
+                continue
             if address.multicast:
                 raise ConfigurationError(f"{address}: multicast groups are not listen addresses")
             if address.scheme == "https" and not tls:
@@ -214,3 +233,17 @@ class NodeConfig:
                 raise ConfigurationError(
                     f"{address}: a node on a simulated network listens on udp:// only"
                 )
+
+    def _check_inherited(self, address: Address) -> None:
+        from clusterrpc.transports.addresses import FD_HTTP, fd_name_kind  # noqa: PLC0415
+
+        assert address.name is not None
+        if self.network is not None:
+            raise ConfigurationError(
+                f"{address}: a node on a simulated network listens on udp:// only"
+            )
+        if (fd_name_kind(address.name) == FD_HTTP and self.keyring is None
+                and not self.http_insecure):
+            raise ConfigurationError(
+                f"{address} needs a keyring for its credentials, or http_insecure=True"
+            )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -27,14 +28,20 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from clusterrpc.config import Group, GroupConfig, NodeConfig, check_timeout
-from clusterrpc.errors import ConfigurationError, ConnectionClosedError
+from clusterrpc.errors import ClusterRPCError, ConfigurationError, ConnectionClosedError
 from clusterrpc.local.protocol import TransitionGate
 from clusterrpc.packet import MULTICAST, Header
 from clusterrpc.rpc.gather import GroupReplies
 from clusterrpc.rpc.protocol import Messenger as PacketMessenger
 from clusterrpc.rpc.proxy import DEFAULT, ProxyRoot
 from clusterrpc.rpc.service import ServiceRegistry
-from clusterrpc.transports.addresses import Address, parse_address
+from clusterrpc.transports.addresses import (
+    FD_HTTP,
+    FD_LOCAL,
+    Address,
+    fd_name_kind,
+    parse_address,
+)
 from clusterrpc.transports.base import AsyncChannel
 from clusterrpc.transports.datagrams import DatagramChannel, DatagramEndpoint, resolve_udp
 from clusterrpc.transports.engine import Messenger, Serving
@@ -43,7 +50,9 @@ from clusterrpc.transports.streams import StreamChannel, StreamServer
 from clusterrpc.values import Value
 
 if TYPE_CHECKING:
+    from clusterrpc.keyring import Keyring
     from clusterrpc.local.server import LocalServer
+    from clusterrpc.transports.systemd import InheritedSocket
 
 __all__ = ["Group", "GroupPeer", "Node", "NodeConfig", "Peer", "check_timeout"]
 
@@ -184,20 +193,22 @@ class _ListenerOf:
 
 
 class _StreamListener(_ListenerOf):
-    def __init__(self, node: _NodeListeners, address: Address) -> None:
+    def __init__(self, node: _NodeListeners, address: Address, *,
+                 sock: socket.socket | None = None) -> None:
         super().__init__(StreamServer(address, node.serving,
                                       max_in_flight=node.config.max_in_flight,
-                                      max_frame=node.serving.messenger.max_packet))
+                                      max_frame=node.serving.messenger.max_packet, sock=sock))
 
     async def close(self, drain_timeout: float) -> None:
         await self.inner.close()
 
 
 class _DatagramListener(_ListenerOf):
-    def __init__(self, node: _NodeListeners, address: Address) -> None:
+    def __init__(self, node: _NodeListeners, address: Address, *,
+                 sock: socket.socket | None = None) -> None:
         endpoint = _ListeningEndpoint(address, node.serving.messenger, serving=node.serving,
                                       max_in_flight=node.config.max_in_flight,
-                                      own_call=node.own_call)
+                                      own_call=node.own_call, sock=sock)
         endpoint.network = node.config.network
         super().__init__(endpoint)
         self.endpoint = endpoint
@@ -207,14 +218,15 @@ class _DatagramListener(_ListenerOf):
 
 
 class _HttpListener(_ListenerOf):
-    def __init__(self, node: _NodeListeners, address: Address) -> None:
+    def __init__(self, node: _NodeListeners, address: Address, *,
+                 sock: socket.socket | None = None) -> None:
         from clusterrpc.transports.http import HttpServer  # noqa: PLC0415 - h11 on use
 
         config = node.config
         super().__init__(HttpServer(
             address=address, registry=node.serving.dispatcher.registry, keyring=config.keyring,
             insecure=config.http_insecure, ssl_context=node.ssl_context, limits=config.limits,
-            dispatcher=node.serving.dispatcher,
+            dispatcher=node.serving.dispatcher, sock=sock,
         ))  # fmt: skip
 
     def stop_accepting(self) -> None:
@@ -227,14 +239,68 @@ class _HttpListener(_ListenerOf):
         return dict(self.inner.http_counters)
 
 
-LISTENERS: dict[str, Callable[[_NodeListeners, Address], Listener]] = {
+LISTENERS: dict[str, Callable[..., Listener]] = {
     "tcp": _StreamListener,
     "unix": _StreamListener,
     "udp": _DatagramListener,
     "http": _HttpListener,
     "https": _HttpListener,
 }
-"""How a node listens on each scheme of its ``listen`` URLs."""
+"""How a node listens on each scheme of its ``listen`` URLs: ``factory(node, address)``, or
+``factory(node, address, sock=…)`` to serve on a socket already bound there (``fd://``)."""
+
+
+def _discard(listener: Listener) -> None:
+    """Close the inherited duplicate a listener that never started was given (a started one
+    closes it itself)."""
+    given = getattr(getattr(listener, "inner", None), "given_socket", None)
+    if isinstance(given, socket.socket):
+        given.close()
+
+
+def _inherited_listeners(node: _NodeListeners, address: Address,
+                         sockets: Sequence[InheritedSocket]) -> list[Listener]:
+    """The listeners of one ``fd://NAME`` URL (``spec/systemd.md``): one per inherited socket
+    so named, each on a duplicate of it (the original stays its owner's), of the scheme its
+    family and type say. Raises :class:`~clusterrpc.errors.ConfigurationError` for no such
+    socket, or one that cannot serve the name's purpose."""
+    from clusterrpc.transports.systemd import (  # noqa: PLC0415 - only activated nodes
+        bound_address,
+        is_listening,
+    )
+
+    assert address.name is not None
+    chosen = [each for each in sockets if each.name == address.name]
+    if not chosen:
+        names = ", ".join(sorted({each.name for each in sockets})) or "none"
+        raise ConfigurationError(
+            f"{address}: no inherited socket is named {address.name!r} (inherited: {names}); "
+            "set FileDescriptorName= in the .socket unit (spec/systemd.md)")
+    http = fd_name_kind(address.name) == FD_HTTP
+    listeners: list[Listener] = []
+    for each in chosen:
+        scheme = each.scheme
+        what = f"{address}: inherited descriptor {each.fd}"
+        if scheme is None or (http and scheme != "tcp"):
+            wanted = "a TCP socket" if http else "a TCP, Unix-stream or UDP socket"
+            raise ConfigurationError(f"{what} is not {wanted}")
+        if scheme != "udp" and not is_listening(each.socket):
+            raise ConfigurationError(
+                f"{what} does not listen (a connection from Accept=yes?): use Accept=no")
+        if http:
+            scheme = "http" if node.ssl_context is None else "https"
+            bound = bound_address(each.socket, scheme, path=address.path or "/RPC2")
+        else:
+            bound = bound_address(each.socket, scheme)
+        duplicate = each.socket.dup()
+        try:
+            listeners.append(LISTENERS[bound.scheme](node, bound, sock=duplicate))
+        except BaseException:
+            duplicate.close()
+            for listener in listeners:
+                _discard(listener)
+            raise
+    return listeners
 
 
 class Node:
@@ -287,6 +353,7 @@ class Node:
         """The transition gate under :meth:`transition`."""
         self.local: LocalServer | None = None
         """The local API's server, once something is served locally (:meth:`serve_local`)."""
+        self._own_inherited: list[InheritedSocket] = []  # taken from the environment: ours
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -362,10 +429,46 @@ class Node:
     @property
     def addresses(self) -> list[str]:
         """The URLs this node listens on, in ``listen`` order, with ports resolved once
-        started."""
+        started; an ``fd://NAME`` URL stands for the addresses its inherited sockets are
+        really bound to (one each, in descriptor order) once started, for itself before."""
         if not self._started:
             return [str(address) for address in self.config.listen]
         return [listener.url for listener in self._listeners]
+
+    def use_keyring(self, keyring: Keyring) -> None:
+        """Sign, verify and check HTTP credentials with ``keyring`` from now on — a key
+        rotation's step (``spec/keyring.md``, "Rotation"), what ``clusterrpc serve`` does on
+        SIGHUP. Connections stay open and calls in flight finish: their answers are sealed
+        with the new signing key, and replay windows and sequence numbers carry on (the epoch
+        is unchanged), so a packet already seen is still refused.
+
+        The swap is all or nothing: everything is checked before anything changes. Raises
+        :class:`~clusterrpc.errors.ConfigurationError` for a node built without a keyring
+        (``insecure`` or ``http_insecure`` nodes do not rotate into authentication), a keyring
+        with no signing key, one whose public-key signing key speaks for another node, or one
+        with no keys for an HTTP endpoint that checks credentials."""
+        if self.keyring is None:
+            raise ConfigurationError(f"node {self.name} runs without a keyring: "
+                                     "restart it with one rather than reloading")
+        try:
+            keyring.signing_key()
+        except ClusterRPCError as error:
+            raise ConfigurationError(f"the new keyring cannot sign: {error}") from None
+        http = [listener for listener in self._listeners if isinstance(listener, _HttpListener)
+                and listener.inner.auth is not None]
+        auth = None
+        if http:
+            from clusterrpc.transports.http import HttpAuth  # noqa: PLC0415 - h11 on use
+
+            auth = HttpAuth(keyring)  # raises for a keyring without keys, before any change
+        # The sealer's own check (a public-key key must speak for this node) runs first: if it
+        # refuses, nothing has been swapped yet.
+        self.messenger.use_keyring(keyring)
+        for listener in http:
+            listener.inner.auth = auth
+        self.keyring = keyring
+        self.config = dataclasses.replace(self.config, keyring=keyring)
+        self._listener_context.config = self.config
 
     @property
     def counters(self) -> dict[str, int]:
@@ -380,19 +483,33 @@ class Node:
         return counts
 
     async def start(self) -> None:
-        """Bind every listen address. Raises :class:`~clusterrpc.errors.TransportError` if one
-        cannot be bound (those already bound are closed again)."""
+        """Bind every listen address (serve on the inherited sockets of ``fd://`` ones: see
+        :class:`~clusterrpc.config.NodeConfig`, "Socket activation"). Raises
+        :class:`~clusterrpc.errors.TransportError` if one cannot be bound (those already bound
+        are closed again), and :class:`~clusterrpc.errors.ConfigurationError` for an
+        ``fd://`` URL no inherited socket answers."""
         if self._started:
             return
         self._stopping = False
         network = self.config.network
         try:
+            inherited = self._inherited()
             for address in self.config.listen:
-                listener = LISTENERS[address.scheme](self._listener_context, address)
-                await listener.start()
-                self._listeners.append(listener)
-                if isinstance(listener, _DatagramListener):
-                    self._udp_endpoints.append(listener.endpoint)
+                if address.scheme == "fd":
+                    listeners = _inherited_listeners(self._listener_context, address,
+                                                     inherited)
+                else:
+                    listeners = [LISTENERS[address.scheme](self._listener_context, address)]
+                for index, listener in enumerate(listeners):
+                    try:
+                        await listener.start()
+                    except BaseException:
+                        for unstarted in listeners[index:]:
+                            _discard(unstarted)
+                        raise
+                    self._listeners.append(listener)
+                    if isinstance(listener, _DatagramListener):
+                        self._udp_endpoints.append(listener.endpoint)
             for index, (name, group) in enumerate(self._groups.items()):
                 multicast = group.multicast
                 if multicast is not None and group.group.join:
@@ -413,11 +530,34 @@ class Node:
                 await sender.start()
                 self._group_senders[name] = sender
             if self.local is not None:
-                self.local.start()
+                self.local.start(inherited={each.name: each.socket for each in inherited
+                                            if each.name.startswith(f"{FD_LOCAL}.")})
+            self._warn_unused(inherited)
         except BaseException:
             await self._close_transports()
             raise
         self._started = True
+
+    def _inherited(self) -> Sequence[InheritedSocket]:
+        """The sockets ``fd://`` URLs and local endpoints are served on: the configured ones,
+        or those this process was passed (taken from the environment once, then ours)."""
+        if self.config.inherited is not None:
+            return self.config.inherited
+        if not self._own_inherited:
+            from clusterrpc.transports.systemd import inherited_sockets  # noqa: PLC0415
+
+            self._own_inherited = inherited_sockets()
+        return self._own_inherited
+
+    def _warn_unused(self, inherited: Sequence[InheritedSocket]) -> None:
+        used = {address.name for address in self.config.listen if address.scheme == "fd"}
+        if self.local is not None:
+            used.update(self.local.inherited_names)
+        for each in inherited:
+            if each.name not in used:
+                log.warning("inherited socket %r (descriptor %d) is not used: no fd://%s "
+                            "listen URL or local service takes it", each.name, each.fd,
+                            each.name)
 
     async def stop(self) -> None:
         """Stop serving: stop accepting, let calls in flight (served and sent) finish for up to
@@ -526,6 +666,11 @@ class Node:
         self._listeners.clear()
         if self.local is not None:
             self.local.close()
+        # The listeners served on duplicates; what the environment passed is ours to close (the
+        # service manager keeps its own copies for the next process).
+        for each in self._own_inherited:
+            each.socket.close()
+        self._own_inherited = []
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -606,9 +751,11 @@ class _ListeningEndpoint(DatagramEndpoint):
     calls that asked to exclude it."""
 
     def __init__(self, address: Address, messenger: PacketMessenger, *, serving: Serving,
-                 max_in_flight: int, own_call: Callable[[Header], bool]) -> None:
+                 max_in_flight: int, own_call: Callable[[Header], bool],
+                 sock: socket.socket | None = None) -> None:
         self._own_call = own_call
-        super().__init__(address, messenger, serving=serving, max_in_flight=max_in_flight)
+        super().__init__(address, messenger, serving=serving, max_in_flight=max_in_flight,
+                         sock=sock)
 
     def accepts_call(self, header: Header) -> bool:
         return not (header.flags & MULTICAST and self._own_call(header))

@@ -47,7 +47,23 @@ each address (with the port chosen when it was 0), and with ``--print-addresses`
 are also written to standard output, one per line, so that scripts can read them. SIGINT or
 SIGTERM stops the node cleanly (calls in flight get ``drain_timeout`` seconds) and the command
 exits 0. ``--check`` loads the configuration, the keyring and the services, then exits 0 without
-listening. Logging goes to standard error (``--log-level``, default ``info``).
+listening.
+
+Logging goes to standard error (``--log-level``, default ``info``): one human line a record,
+or with ``--log-format json`` one JSON object a line carrying the node, cluster, election term
+and membership view (:mod:`clusterrpc.cli.logs`). The keyring's secrets, in every text form,
+are masked in both.
+
+Under systemd (``spec/systemd.md``, ``contrib/``): with ``$NOTIFY_SOCKET`` set, ``READY=1`` is
+sent once every listener is bound and membership and election run, ``WATCHDOG=1`` at half of
+``WatchdogSec=``, ``STOPPING=1`` when a stop begins. A ``listen`` URL ``fd://NAME`` serves on
+the socket-activated descriptor of that ``FileDescriptorName=`` (``cluster``, ``http``,
+``local.SERVICE.DOMAIN``) instead of binding.
+
+SIGHUP reads the keyring file again and rotates the node onto it without closing a connection
+(``RELOADING=1`` then ``READY=1``): calls in flight finish, answers are signed with the new
+signing key. A file that is unreadable, invalid or for another cluster is logged and the
+current keyring stays in use.
 """
 
 from __future__ import annotations
@@ -66,11 +82,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterrpc.cli.exits import EXIT_OK, UsageError
+from clusterrpc.cli.logs import LOG_FORMATS, SecretRedactor, configure_logging
 from clusterrpc.config import Group, NodeConfig
-from clusterrpc.errors import ConfigurationError
+from clusterrpc.errors import ClusterRPCError, ConfigurationError
 from clusterrpc.keyring import Keyring
 
-__all__ = ["ServeConfig", "load_config", "register", "resolve_service"]
+__all__ = ["ServeConfig", "keyring_secrets", "load_config", "register", "reload_keyring",
+           "resolve_service"]
 
 log = logging.getLogger("clusterrpc.serve")
 
@@ -108,6 +126,8 @@ class ServeConfig:
     """``Election(node, **election)`` keywords, checked, or ``None`` for no election."""
     node: NodeConfig | None = None
     """The node's configuration, parsed and checked once from all of the above."""
+    keyring_path: Path | None = None
+    """Where :attr:`keyring` was read from: SIGHUP reads it again (a key rotation)."""
 
 
 def _type_name(value: object) -> str:
@@ -176,10 +196,12 @@ def load_config(path: str | Path) -> ServeConfig:
         options["local_dir"] = str(base / document["local_dir"])
 
     keyring: Keyring | None = None
+    keyring_path: Path | None = None
     if "keyring" in document:
         if not isinstance(document["keyring"], str) or not document["keyring"]:
             raise bad("keyring", "a file name")
-        keyring = Keyring.load(base / document["keyring"])
+        keyring_path = base / document["keyring"]
+        keyring = Keyring.load(keyring_path)
     elif not options.get("insecure", False):
         raise UsageError(
             f'{path}: no keyring: set keyring = "FILE" (`clusterrpc keys new` makes one), or '
@@ -234,7 +256,7 @@ def load_config(path: str | Path) -> ServeConfig:
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
                        listen=list(listen), services=services, options=options,
                        groups=dict(groups), node=node, local_services=local_services,
-                       membership=membership, election=election)
+                       membership=membership, election=election, keyring_path=keyring_path)
 
 
 def _election_table(document: dict[str, Any], path: Path, name: str, *,
@@ -392,11 +414,96 @@ def _build_node(config: ServeConfig) -> Any:
     return node
 
 
-async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
+class _LogContext:
+    """The node/cluster/term/view fields of every JSON log line (``clusterrpc.cli.logs``),
+    read from the components once they run."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.node = config.name
+        self.cluster = config.cluster
+        self.membership: Any = None
+        self.election: Any = None
+
+    def __call__(self) -> dict[str, object]:
+        return {
+            "node": self.node, "cluster": self.cluster,
+            "term": None if self.election is None else self.election.term,
+            "view": None if self.membership is None else self.membership.view_number,
+        }  # fmt: skip
+
+
+def keyring_secrets(keyring: Keyring) -> list[str]:
+    """Every text form a key's secret material could take in a log line — the base64 the file
+    holds, hex, and the HTTP Basic token derived from it — for
+    :class:`~clusterrpc.cli.logs.SecretRedactor`. Public keys are not secrets."""
+    import base64  # noqa: PLC0415
+
+    from clusterrpc.transports.http import http_token  # noqa: PLC0415
+
+    found: list[str] = []
+    for key in keyring.keys.values():
+        found += [base64.b64encode(key.secret).decode("ascii"), key.secret.hex(),
+                  http_token(key)]
+    return found
+
+
+def _redact_keyring(redactor: SecretRedactor | None, keyring: Keyring | None) -> None:
+    if redactor is not None and keyring is not None:
+        for secret in keyring_secrets(keyring):
+            redactor.add(secret)
+
+
+def _status_line(node: Any, membership: Any = None, election: Any = None) -> str:
+    """The ``STATUS=`` line ``systemctl status`` shows: where the node serves, and what its
+    components saw when it became ready (or was last reloaded)."""
+    parts = [f"serving on {', '.join(node.addresses) or 'local sockets only'}"]
+    if membership is not None:
+        parts.append(f"membership view {membership.view_number}, "
+                     f"{len(membership.alive())} alive")
+    if election is not None:
+        parts.append(f"election term {election.term}, leader {election.leader or 'none yet'}")
+    return "; ".join(parts)
+
+
+def reload_keyring(config: ServeConfig, node: Any, *,
+                   redactor: SecretRedactor | None = None) -> bool:
+    """Read ``config``'s keyring file again and make ``node`` use it (SIGHUP's work; a key
+    rotation's step, ``spec/keyring.md``). All or nothing: a file that cannot be read or is
+    invalid, a keyring for another cluster, or one the node cannot sign with leaves the
+    current keyring in use, logs why at ERROR and returns ``False``. Never raises for such
+    a file: a daemon must not die because an operator saved a bad one."""
+    if config.keyring_path is None:
+        log.warning("SIGHUP: %s names no keyring file; nothing to reload", config.path)
+        return False
+    try:
+        keyring = Keyring.load(config.keyring_path)
+        if keyring.cluster is not None and keyring.cluster != config.cluster:
+            raise ConfigurationError(f"{config.keyring_path} is for cluster {keyring.cluster!r}, "
+                                     f"not {config.cluster!r}")
+        _redact_keyring(redactor, keyring)  # before anything could log one of its secrets
+        node.use_keyring(keyring)
+    except (ClusterRPCError, ValueError) as error:
+        log.error("SIGHUP: keeping the current keyring: %s", error)
+        return False
+    config.keyring = keyring
+    log.info("SIGHUP: reloaded %s: %d key(s), signing with %s", config.keyring_path,
+             len(keyring.keys), keyring.signing_key_id)
+    return True
+
+
+async def _run(config: ServeConfig, *, print_addresses: bool,
+               log_context: _LogContext | None = None,
+               redactor: SecretRedactor | None = None) -> int:
+    from clusterrpc.transports.systemd import Notifier  # noqa: PLC0415 - spec/systemd.md
+
+    notifier = Notifier()  # off without $NOTIFY_SOCKET; a malformed one stops us here
     node = _build_node(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
+    ready = False
+    membership: Any = None
+    election: Any = None
 
     def request_stop(signum: int) -> None:
         if stop.is_set():
@@ -405,8 +512,23 @@ async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
             log.info("%s: stopping", signal.Signals(signum).name)
         stop.set()
 
+    def request_reload() -> None:
+        # Synchronous on the loop: a reload is a file read and a swap, and running it here
+        # means two SIGHUPs can never interleave. Before READY the node is still starting;
+        # the file is read again on the next SIGHUP.
+        if not ready or stop.is_set():
+            log.warning("SIGHUP ignored: the node is %s", "stopping" if stop.is_set()
+                        else "still starting")
+            return
+        notifier.reloading()
+        try:
+            reload_keyring(config, node, redactor=redactor)
+        finally:
+            notifier.ready(status=_status_line(node, membership, election))
+
     for signum in signals:
         loop.add_signal_handler(signum, request_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, request_reload)
     try:
         await node.start()
         try:
@@ -419,21 +541,30 @@ async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
             if print_addresses:
                 print("\n".join(node.addresses), flush=True)
             log.info("node %s of cluster %s started", config.name, config.cluster)
-            membership = None
             if config.membership is not None:
                 from clusterrpc.components import Membership  # noqa: PLC0415
 
                 membership = Membership(node, **config.membership)
                 await membership.start()
-            election = None
+                if log_context is not None:
+                    log_context.membership = membership
             try:
                 if config.election is not None:
                     from clusterrpc.components import Election  # noqa: PLC0415
 
                     election = Election(node, membership=membership, **config.election)
                     await election.start()
+                    if log_context is not None:
+                        log_context.election = election
+                # READY only now: every listener is bound and membership and election run
+                # (spec/systemd.md), so a unit ordered After= this one finds a working node.
+                notifier.ready(status=_status_line(node, membership, election))
+                ready = True
+                watchdog = asyncio.ensure_future(notifier.keep_alive())
                 await stop.wait()
+                watchdog.cancel()
             finally:
+                notifier.stopping()
                 if election is not None:
                     await election.stop()  # the leader hands over first (transfer)
                 if membership is not None:
@@ -444,6 +575,7 @@ async def _run(config: ServeConfig, *, print_addresses: bool) -> int:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+        loop.remove_signal_handler(signal.SIGHUP)
     return EXIT_OK
 
 
@@ -455,11 +587,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               f"{len(config.services)} service(s))")
         return EXIT_OK
     # Configured here, not at import: only a process that runs a node owns its logging.
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return asyncio.run(_run(config, print_addresses=args.print_addresses))
+    log_context = _LogContext(config)
+    redactor = SecretRedactor()
+    _redact_keyring(redactor, config.keyring)
+    handler = configure_logging(level=args.log_level, log_format=args.log_format,
+                                context=log_context, redactor=redactor)
+    try:
+        return asyncio.run(_run(config, print_addresses=args.print_addresses,
+                                log_context=log_context, redactor=redactor))
+    finally:
+        # The command's logging ends with it (main() may be called again in one process).
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def register(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -477,4 +616,7 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"],
                        help="logging to standard error (default: info)")
+    serve.add_argument("--log-format", default="text", choices=list(LOG_FORMATS),
+                       help="text: one human line a record (default); json: one JSON object "
+                            "a line with node, cluster, term and view fields")
     serve.set_defaults(handler=_cmd_serve)

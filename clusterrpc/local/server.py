@@ -34,6 +34,7 @@ from clusterrpc.local import protocol as wire
 from clusterrpc.local.paths import (
     SYSTEM,
     USER,
+    check_directory,
     check_domain_name,
     check_service_name,
     make_directories,
@@ -43,12 +44,14 @@ from clusterrpc.local.protocol import DomainPolicy, EventQueue, Holds, Transitio
 from clusterrpc.rpc.context import CallContext, current_call
 from clusterrpc.rpc.protocol import Connection, Dispatcher, Messenger, Started
 from clusterrpc.rpc.service import ServiceRegistry
+from clusterrpc.transports.addresses import local_fd_name
 from clusterrpc.transports.engine import AsyncDriver
 from clusterrpc.transports.local import (
     Credentials,
     LocalListener,
     LocalStream,
     bind_local_socket,
+    check_inherited_local_socket,
     peer_credentials,
 )
 from clusterrpc.values import Value
@@ -371,7 +374,7 @@ def _run_release(resource: Hashable, release: Callable[[], object], client: Loca
 class _Endpoint:
     """One socket: a service in a domain, with its dispatcher."""
 
-    __slots__ = ("dispatcher", "domain", "listener", "path", "policy", "service")
+    __slots__ = ("dispatcher", "domain", "inherited", "listener", "path", "policy", "service")
 
     def __init__(self, service: str, domain: str, policy: DomainPolicy, path: str,
                  dispatcher: _LocalDispatcher) -> None:
@@ -381,6 +384,7 @@ class _Endpoint:
         self.path = path
         self.dispatcher = dispatcher
         self.listener: LocalListener | None = None
+        self.inherited = False  # served on a socket a service manager passed (not ours)
 
 
 class _LocalDispatcher(Dispatcher):
@@ -460,6 +464,7 @@ class LocalServer:
         self._sequence = 0
         self._grant_numbers = 0
         self._started = False
+        self._inherited: Mapping[str, socket.socket] = {}
         self._add_service(SYSTEM_SERVICE, None, tuple(self.domains))
 
     # -- services ------------------------------------------------------------------------------
@@ -501,13 +506,21 @@ class LocalServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, inherited: Mapping[str, socket.socket] | None = None) -> None:
         """Create the directories and bind every socket. Raises
         :class:`~clusterrpc.errors.LocalAccessError` for an unsafe directory (a symlink, or
         writable by others) or permissions that cannot be set, and
-        :class:`~clusterrpc.errors.TransportError` for a socket that cannot be bound."""
+        :class:`~clusterrpc.errors.TransportError` for a socket that cannot be bound.
+
+        ``inherited``: sockets a service manager passed, by file-descriptor name; the
+        endpoint of ``SERVICE`` in ``DOMAIN`` serves on a duplicate of the one named
+        ``local.SERVICE.DOMAIN`` instead of binding (``spec/systemd.md``), once
+        :func:`~clusterrpc.transports.local.check_inherited_local_socket` accepts it (else
+        :class:`~clusterrpc.errors.ConfigurationError` or ``LocalAccessError``); services
+        added later look there too. Its file is never removed: it is the manager's."""
         if self._started:
             return
+        self._inherited = dict(inherited or {})
         try:
             for endpoint in self._endpoints.values():
                 self._listen(endpoint)
@@ -519,13 +532,35 @@ class LocalServer:
     def _owners(self) -> frozenset[int]:
         return frozenset({0, os.geteuid()})
 
+    @property
+    def inherited_names(self) -> list[str]:
+        """The file-descriptor names of the inherited sockets endpoints serve on."""
+        return [local_fd_name(endpoint.service, endpoint.domain)
+                for endpoint in self._endpoints.values() if endpoint.inherited]
+
     def _listen(self, endpoint: _Endpoint) -> None:
-        if not self.abstract:
-            make_directories(os.path.dirname(endpoint.path), below=self.local_dir,
-                             owners=self._owners())
         policy = endpoint.policy
-        sock = bind_local_socket(endpoint.path, mode=policy.mode, uid=policy.uid,
-                                 gid=policy.gid, abstract=self.abstract)
+        given = self._inherited.get(local_fd_name(endpoint.service, endpoint.domain))
+        if given is not None:
+            if not self.abstract:
+                # The manager made the directories; they must be as safe as ours would be.
+                check_directory(os.path.dirname(endpoint.path), below=self.local_dir,
+                                owners=self._owners())
+            check_inherited_local_socket(given, endpoint.path, mode=policy.mode,
+                                         uid=policy.uid, gid=policy.gid,
+                                         abstract=self.abstract)
+            sock = given.dup()
+            sock.setblocking(False)
+            endpoint.inherited = True
+        else:
+            if not self.abstract:
+                make_directories(os.path.dirname(endpoint.path), below=self.local_dir,
+                                 owners=self._owners())
+            sock = bind_local_socket(endpoint.path, mode=policy.mode, uid=policy.uid,
+                                     gid=policy.gid, abstract=self.abstract)
+            endpoint.inherited = False
+        # Every connection goes through _accept: the peer's credentials against the domain,
+        # whoever bound the socket.
         endpoint.listener = LocalListener(
             sock, endpoint.path, lambda accepted: self._accept(endpoint, accepted),
             abstract=self.abstract)
@@ -534,7 +569,7 @@ class LocalServer:
         """Stop accepting connections (those open keep being served); the socket files go."""
         for endpoint in self._endpoints.values():
             if endpoint.listener is not None:
-                endpoint.listener.close()
+                endpoint.listener.close(unlink=not endpoint.inherited)
                 endpoint.listener = None
 
     def close(self) -> None:

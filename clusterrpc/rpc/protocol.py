@@ -204,9 +204,12 @@ class Messenger:
         return twin
 
     def use_keyring(self, keyring: Keyring | None) -> None:
-        """Sign and verify with ``keyring`` from now on (a key rotation's step)."""
+        """Sign and verify with ``keyring`` from now on (a key rotation's step); siblings made
+        later (:meth:`sibling`) use it too. Raises what the sealer's ``use_keyring`` raises, and
+        then nothing has changed."""
         self.sealer.use_keyring(keyring)
         self.opener.use_keyring(keyring)
+        self._keyring = keyring
 
     def seal_call(self, call_id: int, message: CallMessage, *, oneway: bool = False,
                   multicast: bool = False, timeout: float | None = None) -> bytes:

@@ -10,7 +10,10 @@ where ``OSError`` becomes :class:`~clusterrpc.errors.TransportError`, in one mod
 * :mod:`~clusterrpc.transports.streams` — TCP and Unix-stream servers and channels;
 * :mod:`~clusterrpc.transports.datagrams` — UDP;
 * :mod:`~clusterrpc.transports.multicast` — group calls (IP multicast and fan-out);
-* :mod:`~clusterrpc.transports.http` — standard XML-RPC over HTTP (h11), loaded on use.
+* :mod:`~clusterrpc.transports.http` — standard XML-RPC over HTTP (h11), loaded on use;
+* :mod:`~clusterrpc.transports.local` — the local API's Unix sockets (credentials, fds);
+* :mod:`~clusterrpc.transports.systemd` — readiness and watchdog notification, socket
+  activation (``spec/systemd.md``), loaded on use.
 """
 
 from clusterrpc.transports.addresses import SCHEMES, Address, parse_address

@@ -12,23 +12,61 @@ URL                                         meaning
                                             unless asked for
 ``http://host[:port][/path]``               standard XML-RPC over HTTP (port 80, path
                                             ``/RPC2`` by default); ``https://`` with TLS (443)
+``fd://NAME[/path]``                        listen only: the socket(s) a service manager
+                                            passed under the file-descriptor name ``NAME``
+                                            (systemd socket activation, ``spec/systemd.md``):
+                                            ``cluster[.LABEL]`` serves packets (TCP, Unix
+                                            stream or UDP, by the socket's type),
+                                            ``http[.LABEL]`` standard XML-RPC (``/path``:
+                                            ``/RPC2`` by default)
 ==========================================  ===============================================
 
 Hosts are names or IP literals (IPv6 in brackets: ``tcp://[::1]:7400``). Port 0 means "any
 free port" and is only useful for listening. Parsing does no I/O: names are not resolved here.
+
+File-descriptor names follow one rule (:func:`fd_name_kind`, ``spec/systemd.md``), so that the
+name says what the socket is for: ``cluster`` or ``cluster.LABEL`` (packet listeners),
+``http`` or ``http.LABEL`` (the standard XML-RPC endpoint) and ``local.SERVICE.DOMAIN`` (the
+local-API socket of a service in a security domain, which the node's local server takes; it is
+never a ``listen`` URL). A name is 1-255 characters of letters, digits, ``_``, ``-`` and
+``.``: always a valid systemd ``FileDescriptorName=`` (printable ASCII without ``:``) and a
+valid URL host part, so an ``fd://`` URL names it unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import urllib.parse
 
 from clusterrpc.errors import ConfigurationError
 
-__all__ = ["SCHEMES", "Address", "parse_address"]
+__all__ = [
+    "FD_CLUSTER",
+    "FD_HTTP",
+    "FD_LOCAL",
+    "SCHEMES",
+    "Address",
+    "fd_name_kind",
+    "local_fd_name",
+    "parse_address",
+    "parse_listen_address",
+]
 
 SCHEMES = ("tcp", "unix", "udp", "http", "https")
+
+FD_CLUSTER = "cluster"
+"""The kind of fd name (and its first component) of the cluster's packet listeners."""
+FD_HTTP = "http"
+"""The kind of fd name of the standard XML-RPC (HTTP or HTTPS) endpoint."""
+FD_LOCAL = "local"
+"""The kind of fd name of a local-API socket: ``local.SERVICE.DOMAIN``."""
+
+_FD_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_FD_LOCAL = re.compile(r"local\.([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*)"
+                       r"\.([A-Z][A-Z0-9_]{0,31})")
+_MAX_FD_NAME = 255  # systemd's limit for FileDescriptorName= (fdname_is_valid)
 _DEFAULT_HTTP_PORT = {"http": 80, "https": 443}
 _DEFAULT_TTL = 1
 
@@ -37,9 +75,9 @@ _DEFAULT_TTL = 1
 class Address:
     """A parsed endpoint URL (see the module docstring). Build it with :func:`parse_address`.
 
-    ``host``/``port`` are set for every scheme but ``unix``; ``path`` is the socket path for
-    ``unix`` and the request path for ``http(s)``; ``iface`` and ``ttl`` only for multicast
-    groups.
+    ``host``/``port`` are set for every scheme but ``unix`` and ``fd``; ``path`` is the socket
+    path for ``unix`` and the request path for ``http(s)`` (and ``fd://http…``); ``iface`` and
+    ``ttl`` only for multicast groups; ``name`` only for ``fd``.
     """
 
     scheme: str
@@ -48,6 +86,9 @@ class Address:
     path: str | None = None
     iface: str | None = None
     ttl: int | None = None
+    name: str | None = None
+    """For ``fd://`` only: the file-descriptor name (``path`` is then the HTTP path, if
+    given)."""
 
     @property
     def multicast(self) -> bool:
@@ -62,6 +103,8 @@ class Address:
     def __str__(self) -> str:
         if self.scheme == "unix":
             return f"unix://{self.path}"
+        if self.scheme == "fd":
+            return f"fd://{self.name}{self.path or ''}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         text = f"{self.scheme}://{host}:{self.port}"
         if self.scheme in ("http", "https"):
@@ -80,6 +123,66 @@ def _is_multicast(host: str) -> bool:
         return ipaddress.ip_address(host).is_multicast
     except ValueError:
         return False  # a name: never treated as a group (groups are given as addresses)
+
+
+def fd_name_kind(name: str) -> str:
+    """The kind of the file-descriptor name ``name`` (module docstring): :data:`FD_CLUSTER`,
+    :data:`FD_HTTP` or :data:`FD_LOCAL`. Raises :class:`~clusterrpc.errors.ConfigurationError`
+    for a name outside the rule, saying what the rule is."""
+    if (not isinstance(name, str) or not 0 < len(name) <= _MAX_FD_NAME
+            or not _FD_NAME.fullmatch(name)):
+        raise ConfigurationError(
+            f"invalid file-descriptor name {name!r}: 1-{_MAX_FD_NAME} letters, digits, '_', "
+            "'-' and '.' (dot-separated words)")
+    kind = name.split(".", 1)[0]
+    if kind == FD_LOCAL:
+        if not _FD_LOCAL.fullmatch(name):
+            raise ConfigurationError(
+                f"invalid file-descriptor name {name!r}: a local-API socket is named "
+                "local.SERVICE.DOMAIN (e.g. local.locks.USER)")
+        return FD_LOCAL
+    if kind in (FD_CLUSTER, FD_HTTP):
+        return kind
+    raise ConfigurationError(
+        f"file-descriptor name {name!r} does not say what the socket is for: name it "
+        f"{FD_CLUSTER}[.LABEL] (packet listeners), {FD_HTTP}[.LABEL] (XML-RPC over HTTP) or "
+        f"{FD_LOCAL}.SERVICE.DOMAIN (a local-API socket) — spec/systemd.md")
+
+
+def local_fd_name(service: str, domain: str) -> str:
+    """The file-descriptor name of the local-API socket of ``service`` in ``domain``."""
+    return f"{FD_LOCAL}.{service}.{domain}"
+
+
+def parse_listen_address(url: str) -> Address:
+    """Parse a ``listen`` URL: what :func:`parse_address` accepts, and ``fd://NAME[/path]``
+    (an inherited socket: only a node listens on one, nobody calls one). Raises
+    :class:`~clusterrpc.errors.ConfigurationError`."""
+    if isinstance(url, str) and url[:5].lower() == "fd://":
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as error:
+            raise _fail(url, str(error)) from None
+        return _parse_fd(url, parts)
+    return parse_address(url)
+
+
+def _parse_fd(url: str, parts: urllib.parse.SplitResult) -> Address:
+    # The netloc, not .hostname: that one is lower-cased, and fd names are case-sensitive.
+    name = parts.netloc
+    if parts.query or parts.fragment or "@" in name or ":" in name:
+        raise _fail(url, "an fd:// URL is fd://NAME (and a /path for an HTTP endpoint)")
+    try:
+        kind = fd_name_kind(name)
+    except ConfigurationError as error:
+        raise _fail(url, str(error)) from None
+    if kind == FD_LOCAL:
+        raise _fail(url, "local-API sockets are taken by the node's local server "
+                         "(serve_local), not listened on")
+    path = parts.path or None
+    if path is not None and kind != FD_HTTP:
+        raise _fail(url, "only an HTTP endpoint (fd://http…) has a path")
+    return Address("fd", path=path, name=name)
 
 
 def parse_address(url: str) -> Address:

@@ -94,7 +94,9 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     ``receive_buffer``: the socket's receive buffer in bytes (``SO_RCVBUF``), asked of the
     kernel, which caps it (``net.core.rmem_max``): datagrams that arrive while it is full are
     lost, so a node receiving bursts of one-way calls wants a large one. ``first_call_id``:
-    where this socket's call ids start.
+    where this socket's call ids start. ``sock``: an already bound UDP socket to serve on instead
+    of binding ``address`` (one a service manager passed, ``spec/systemd.md``); the endpoint
+    owns it from :meth:`start` on.
 
     When woken for a datagram, the endpoint also reads the ones already queued behind it (up
     to :data:`DRAIN_BATCH`), instead of asyncio's one per event-loop turn, and writes the
@@ -104,10 +106,15 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
 
     def __init__(self, address: Address, messenger: Messenger, *,
                  serving: Serving | None, max_in_flight: int = 256,
-                 receive_buffer: int = 4 << 20, first_call_id: int = 1) -> None:
+                 receive_buffer: int = 4 << 20, first_call_id: int = 1,
+                 sock: socket.socket | None = None) -> None:
         if address.scheme != "udp":
             raise ConfigurationError(f"{address} is not a UDP address")
+        if sock is not None and sock.type != socket.SOCK_DGRAM:
+            raise ConfigurationError(f"the socket given for {address} is not a UDP socket")
         self.address = address
+        self.given_socket = sock
+        """The socket given to serve on (``sock``), or ``None``."""
         self.messenger = messenger
         filtered = type(self).accepts_call is not DatagramEndpoint.accepts_call
         self.connection = Connection(
@@ -157,7 +164,9 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         assert host is not None
         assert port is not None
         with map_os_errors(f"cannot listen on {self.address}", LISTENING):
-            sock = self.make_socket() or await _bound_udp_socket(host, port)
+            sock = (self.given_socket or self.make_socket()
+                    or await _bound_udp_socket(host, port))
+            sock.setblocking(False)
         with contextlib.suppress(OSError):  # a buffer size the kernel refuses is not fatal
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         try:

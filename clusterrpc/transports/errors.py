@@ -38,6 +38,7 @@ __all__ = [
     "EXCHANGING",
     "LISTENING",
     "LOCAL_CONNECTING",
+    "NOTIFYING",
     "SENDING",
     "ErrorMap",
     "describe_os_error",
@@ -67,6 +68,9 @@ EXCHANGING: ErrorMap = {TimeoutError: CallTimeoutError, OSError: ConnectionLostE
 
 CONNECTION_LOST: ErrorMap = {OSError: ConnectionLostError}
 """Reading or writing where the caller's deadline is kept elsewhere (an event loop's)."""
+
+NOTIFYING: ErrorMap = {OSError: TransportError}
+"""Sending a notification to the service manager (``$NOTIFY_SOCKET``): gone, or not reading."""
 
 CONFIGURING: ErrorMap = {OSError: ConfigurationError}
 """Reading a file the configuration names (a TLS certificate)."""

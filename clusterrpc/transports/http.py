@@ -299,6 +299,11 @@ class HttpServer:
         seconds a keep-alive connection may wait for its next request.
     ``max_connections``
         connections served at once; a connection beyond it is answered 503 and closed.
+    ``sock``
+        an already bound, listening TCP socket to serve on instead of binding ``address``
+        (one a service manager passed, ``spec/systemd.md``); ``address`` gives the scheme and
+        path, and :attr:`url` reports where the socket is bound. The endpoint owns it from
+        :meth:`start` on.
 
     Raises :class:`~clusterrpc.errors.ConfigurationError` for an invalid configuration. Counts
     what it does in :attr:`counters` and logs to the ``clusterrpc.http`` logger.
@@ -318,9 +323,15 @@ class HttpServer:
         body_timeout: float = 30.0,
         idle_timeout: float = 60.0,
         max_connections: int = 256,
+        sock: socket.socket | None = None,
     ) -> None:
         if isinstance(address, str):
             address = parse_address(address)
+        if sock is not None and (sock.type != socket.SOCK_STREAM
+                                 or sock.family not in (socket.AF_INET, socket.AF_INET6)):
+            raise ConfigurationError(f"the socket given for {address} is not a TCP socket")
+        self.given_socket = sock
+        """The socket given to serve on (``sock``), or ``None``."""
         if address.scheme not in ("http", "https"):
             raise ConfigurationError(f"an HTTP endpoint needs an http(s):// address, not {address}")
         if address.scheme == "https" and ssl_context is None:
@@ -407,16 +418,20 @@ class HttpServer:
         if self._server is not None:
             return
         with map_os_errors(f"cannot listen on {self.address}", LISTENING):
+            where = ({"sock": self.given_socket} if self.given_socket is not None
+                     else {"host": self.address.host, "port": self.address.port})
             self._server = await asyncio.start_server(
                 self._accept,
-                self.address.host,
-                self.address.port,
+                **where,
                 ssl=self.ssl_context,
                 ssl_handshake_timeout=self.header_timeout if self.ssl_context else None,
                 limit=_CHUNK,
             )
-        port = self._server.sockets[0].getsockname()[1]
-        self._url = str(dataclasses.replace(self.address, port=port))
+        host, port = self._server.sockets[0].getsockname()[:2]
+        bound = dataclasses.replace(self.address, port=port)
+        if self.given_socket is not None:  # an inherited socket: say where it really is bound
+            bound = dataclasses.replace(bound, host=host)
+        self._url = str(bound)
         _log.info("serving XML-RPC on %s", self._url)
 
     async def close(self, drain_timeout: float = 5.0) -> None:

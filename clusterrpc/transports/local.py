@@ -18,11 +18,17 @@ import collections
 import contextlib
 import os
 import socket
+import stat
 import struct
 import typing
 from collections.abc import Callable, Sequence
 
-from clusterrpc.errors import ClusterRPCError, ConnectionLostError, LocalAccessError
+from clusterrpc.errors import (
+    ClusterRPCError,
+    ConfigurationError,
+    ConnectionLostError,
+    LocalAccessError,
+)
 from clusterrpc.transports.errors import (
     CONNECTION_LOST,
     LISTENING,
@@ -39,6 +45,7 @@ __all__ = [
     "LocalListener",
     "LocalStream",
     "bind_local_socket",
+    "check_inherited_local_socket",
     "close_fds",
     "connect_local",
     "connect_local_async",
@@ -135,6 +142,49 @@ def bind_local_socket(path: str, *, mode: int, uid: int, gid: int, abstract: boo
         sock.close()
         raise
     return sock
+
+
+def check_inherited_local_socket(sock: socket.socket, path: str, *, mode: int, uid: int,
+                                 gid: int, abstract: bool = False) -> None:
+    """Check that ``sock``, a socket a service manager passed for a local-API endpoint
+    (``spec/systemd.md``), gives what :func:`bind_local_socket` would have: a listening Unix
+    stream socket bound at ``path`` (``abstract``: that name in the abstract namespace), so
+    clients find it where ``spec/local.md`` puts it, whose file has exactly ``mode`` and the
+    owner ``uid``:``gid`` — the domain's permissions, set by the manager before it listened
+    (``SocketMode=``, ``SocketUser=``, ``SocketGroup=``). The server's own credential check of
+    every peer applies on top, as on a socket it binds itself.
+
+    Raises :class:`~clusterrpc.errors.ConfigurationError` for the wrong kind of socket or
+    path, and :class:`~clusterrpc.errors.LocalAccessError` for other permissions."""
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        raise ConfigurationError(f"the socket inherited for {path} is not a Unix stream socket")
+    with map_os_errors(f"cannot inspect the socket inherited for {path}", LISTENING):
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        bound = sock.getsockname()
+    if not listening:
+        raise ConfigurationError(f"the socket inherited for {path} does not listen "
+                                 "(Accept=yes?): use Accept=no")
+    expected: str | bytes = ("\0" + path).encode() if abstract else path
+    if isinstance(bound, str) and abstract:
+        bound = bound.encode()
+    if bound != expected:
+        where = "@" + path if abstract else path
+        raise ConfigurationError(
+            f"the socket inherited for {where} is bound at {bound!r}: local clients look for "
+            f"it at {where} (set ListenStream= to that)")
+    if abstract:
+        return  # no file: the credential check is the only gate, as for a bound one
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        raise LocalAccessError(f"cannot check the inherited socket {path}: "
+                               f"{error.strerror}") from error
+    actual = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISSOCK(info.st_mode) or (actual, info.st_uid, info.st_gid) != (mode, uid, gid):
+        raise LocalAccessError(
+            f"the inherited socket {path} has mode {actual:04o} and owner "
+            f"{info.st_uid}:{info.st_gid}; its domain needs mode {mode:04o} and owner "
+            f"{uid}:{gid} (set SocketMode=, SocketUser= and SocketGroup=)")
 
 
 def connect_local(path: str, *, timeout: float | None, abstract: bool = False

@@ -221,13 +221,20 @@ class StreamServer:
     the server makes back on the connection). ``max_frame``: the largest packet accepted. For a
     Unix socket, a stale socket file left by a dead process is replaced; a socket someone still
     listens on is not.
+
+    ``sock``: an already bound, listening socket to serve on instead of binding ``address``
+    (one a service manager passed, ``spec/systemd.md``); ``address`` must then be where it is
+    bound. The server owns it from :meth:`start` on (closing the server closes it) but never
+    removes its Unix socket file: the socket's file belongs to whoever bound it.
     """
 
     def __init__(self, address: Address, serving: Serving, *, max_in_flight: int = 256,
-                 max_frame: int) -> None:
+                 max_frame: int, sock: socket.socket | None = None) -> None:
         if not address.stream:
             raise ConfigurationError(f"{address} is not a stream address")
         self.address = address
+        self.given_socket = sock
+        """The socket given to serve on (``sock``), or ``None``."""
         self.serving = serving
         self.max_in_flight = max_in_flight
         self.max_frame = max_frame
@@ -249,7 +256,17 @@ class StreamServer:
         loop = asyncio.get_running_loop()
         address = self.address
         with map_os_errors(f"cannot listen on {address}", LISTENING):
-            if address.scheme == "unix":
+            given = self.given_socket
+            if given is not None:
+                # The socket listens already; asyncio's listen() again only sets the backlog.
+                if address.scheme == "unix":
+                    self._server = await loop.create_unix_server(self._accept, sock=given)
+                    self._bound = address
+                else:
+                    self._server = await loop.create_server(self._accept, sock=given)
+                    host, port = self._server.sockets[0].getsockname()[:2]
+                    self._bound = Address("tcp", host=host, port=port)
+            elif address.scheme == "unix":
                 assert address.path is not None
                 _remove_stale_socket(address.path)
                 self._server = await loop.create_unix_server(self._accept, address.path)
@@ -277,7 +294,7 @@ class StreamServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
-        if self.address.scheme == "unix" and self.address.path:
+        if self.address.scheme == "unix" and self.address.path and self.given_socket is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address.path)
 
