@@ -602,21 +602,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction[_Parser]) -> None:
-    """Add ``serve`` to ``commands`` (the subparsers of ``clusterrpc``)."""
-    serve = commands.add_parser(
-        "serve", help="run a node from a configuration file",
-        description="Run a node from a TOML configuration file until SIGINT or SIGTERM.",
-    )
-    serve.add_argument("--config", "-c", metavar="FILE", required=True,
-                       help="the node's TOML configuration")
-    serve.add_argument("--print-addresses", action="store_true",
-                       help="write the bound URLs to standard output, one per line")
-    serve.add_argument("--check", action="store_true",
-                       help="check the configuration and the services, then exit")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"],
-                       help="logging to standard error (default: info)")
-    serve.add_argument("--log-format", default="text", choices=list(LOG_FORMATS),
-                       help="text: one human line a record (default); json: one JSON object "
-                            "a line with node, cluster, term and view fields")
-    serve.set_defaults(handler=_cmd_serve)
+    """Add ``daemon`` and its older name ``serve`` to ``commands`` (the subparsers of
+    ``clusterrpc``): one command, two names, so existing scripts and units keep working."""
+    for command, summary in (
+        ("daemon", "run this node's daemon (listeners, local API, membership, election, "
+                   "services) from node.toml"),
+        ("serve", "the same as daemon (its first name)"),
+    ):
+        parser = commands.add_parser(
+            command, help=summary,
+            description="Run a node from a TOML configuration file until SIGINT or SIGTERM "
+                        "(SIGHUP: reload the keyring). Under systemd: contrib/clusterrpc.service.",
+        )
+        parser.add_argument("--config", "-c", metavar="FILE", required=True,
+                            help="the node's TOML configuration")
+        parser.add_argument("--print-addresses", action="store_true",
+                            help="write the bound URLs to standard output, one per line")
+        parser.add_argument("--check", action="store_true",
+                            help="check the configuration and the services, then exit")
+        parser.add_argument("--log-level", default="info",
+                            choices=["debug", "info", "warning", "error"],
+                            help="logging to standard error (default: info)")
+        parser.add_argument("--log-format", default="text", choices=list(LOG_FORMATS),
+                            help="text: one human line a record (default); json: one JSON "
+                                 "object a line with node, cluster, term and view fields")
+        parser.set_defaults(handler=_cmd_serve)
