@@ -354,6 +354,9 @@ class Node:
         self.local: LocalServer | None = None
         """The local API's server, once something is served locally (:meth:`serve_local`)."""
         self._own_inherited: list[InheritedSocket] = []  # taken from the environment: ours
+        from clusterrpc.admin import NodeAdmin  # noqa: PLC0415 - it reads this module's Node
+
+        NodeAdmin.publish(self)  # "node": node.status(), what `clusterrpc status` shows
 
     # -- serving -------------------------------------------------------------------------------
 

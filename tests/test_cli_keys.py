@@ -20,6 +20,7 @@ import pytest
 
 from clusterrpc import Node, current_call, remote
 from clusterrpc.auth import get_scheme
+from clusterrpc.cli.defaults import ENV_CONFIG
 from clusterrpc.cli.keys import ENV_KEYRING, url_with_credentials
 from clusterrpc.cli.main import main
 from clusterrpc.errors import ConfigurationError, UnknownKeyError, UnknownSenderError
@@ -36,6 +37,7 @@ WAIT = 30.0 * time_scale()
 @pytest.fixture(autouse=True)
 def _no_keyring_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_KEYRING, raising=False)
+    monkeypatch.setenv(ENV_CONFIG, "")  # no client configuration file: not the user's own
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from clusterrpc.cli.defaults import ENV_CONFIG
 from clusterrpc.cli.keys import ENV_KEYRING
 from clusterrpc.cli.main import main
 from clusterrpc.cli.notation import from_notation
@@ -42,6 +43,7 @@ PROCESS_TIMEOUT = 30.0
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_KEYRING, raising=False)
     monkeypatch.delenv(ENV_PASSWORD, raising=False)
+    monkeypatch.setenv(ENV_CONFIG, "")  # no client configuration file: not the user's own
 
 
 def write_keyring(path: Path, *, cluster: str | None = CLUSTER) -> Path:
@@ -52,8 +54,9 @@ def write_keyring(path: Path, *, cluster: str | None = CLUSTER) -> Path:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: this one's, with ``tests/`` on ``PYTHONPATH`` (for
-    ``cli_service``) and no keyring unless given."""
+    ``cli_service``) and no keyring or client configuration file unless given."""
     env = {k: v for k, v in os.environ.items() if k not in (ENV_KEYRING, ENV_PASSWORD)}
+    env[ENV_CONFIG] = ""
     paths = [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.update(extra)

@@ -1,6 +1,6 @@
 """``clusterrpc keys``: create and change keyring files (``spec/keyring.md``).
 
-``clusterrpc keys new --scheme S [--id ID] [--node NAME] [--cluster NAME] [--force] FILE``
+``clusterrpc keys new --scheme S [--id ID] [--node NAME] [--cluster NAME] [--force] [FILE]``
     create FILE with one new key, which signs (``ed25519`` needs ``--node``); ``--cluster``
     records the cluster name that ``clusterrpc call``/``methods`` and ``serve`` default to;
 ``clusterrpc keys add --scheme S [--id ID] [--sign] [--node NAME] [-k FILE]``
@@ -22,15 +22,27 @@
     ``--url`` the node's address with them in it, ``http://KEYID:TOKEN@host:port/path``. The key
     defaults to the signing key. The token is a secret (a warning on standard error says so).
 
-``-k/--keyring FILE`` defaults to the environment variable ``CLUSTERRPC_KEYRING``. Every change
-loads the file, checks it, and saves it atomically with mode 0600. Errors are one line on
-standard error; the exit status is 2 for usage and keyring errors (they are all
-:class:`~clusterrpc.errors.ConfigurationError`), 0 on success.
+Every subcommand takes the keyring the same ways: as the operand FILE (the first one:
+``keys use FILE KEYID``, ``keys import FILE SOURCE``), as ``-k/--keyring FILE`` (both at once if
+they name the same file; different files are a usage error), else from ``$CLUSTERRPC_KEYRING``,
+else from ``keyring`` in the client configuration file (:mod:`clusterrpc.cli.defaults`).
+``keys import`` has one ambiguity: without ``-k``, two operands ``A B`` are FILE SOURCE, but
+while the keyring also defaults to a file other than ``A`` they could be SOURCE KEYID, so the
+command refuses and asks for ``-k``. Every subcommand takes ``--json`` and then prints one
+JSON document: the keyring as ``keys list --json`` shows it (never secrets), with ``action``
+and what changed; ``export-public --json`` the public keys (and their TOML),
+``http-credentials --json`` ``{"keyring", "user", "token", "url"}``.
+
+Every change loads the file, checks it, and saves it atomically with mode 0600. Errors are one
+line on standard error; the exit status is 2 for usage and keyring errors (they are all
+:class:`~clusterrpc.errors.ConfigurationError` or :class:`~clusterrpc.cli.exits.UsageError`),
+0 on success.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -38,24 +50,42 @@ import urllib.parse
 from typing import Any, TypeVar
 
 from clusterrpc.auth import get_scheme
+from clusterrpc.cli.defaults import ENV_KEYRING, load_defaults
+from clusterrpc.cli.exits import UsageError
 from clusterrpc.errors import ConfigurationError, KeyringError
 from clusterrpc.keyring import Keyring, fingerprint
 from clusterrpc.transports.addresses import parse_address
 
-__all__ = ["ENV_KEYRING", "register", "url_with_credentials"]
-
-ENV_KEYRING = "CLUSTERRPC_KEYRING"
-"""The environment variable naming the keyring file when ``-k`` is not given."""
+__all__ = ["ENV_KEYRING", "keyring_path", "register", "url_with_credentials"]
 
 _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
 
 _SCHEMES = "hmac-sha256, blake2b, ed25519, secretbox, or an installed plugin's scheme"
 
 
-def _keyring_path(args: argparse.Namespace) -> str:
-    path: str | None = args.keyring or os.environ.get(ENV_KEYRING)
+def _same_file(first: str, second: str) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return os.path.abspath(first) == os.path.abspath(second)
+
+
+def keyring_path(args: argparse.Namespace) -> str:
+    """The keyring file a ``keys`` subcommand works on: FILE or ``-k/--keyring FILE`` (both
+    may be given if they name the same file), else ``$CLUSTERRPC_KEYRING``, else ``keyring``
+    in the client configuration file (:mod:`clusterrpc.cli.defaults`). Raises
+    :class:`~clusterrpc.cli.exits.UsageError` when FILE and ``-k`` name different files or the
+    configuration file is invalid, and :class:`~clusterrpc.errors.KeyringError` when no
+    keyring is named at all."""
+    positional: str | None = getattr(args, "keyring_file", None)
+    option: str | None = args.keyring
+    if positional and option and not _same_file(positional, option):
+        raise UsageError(f"the keyring is given twice, as FILE {positional} and as -k {option}: "
+                         "give one of them")
+    path, _source = load_defaults().keyring_path(positional or option)
     if not path:
-        raise KeyringError(f"no keyring file: pass -k FILE or set {ENV_KEYRING}")
+        raise KeyringError(f"no keyring file: pass -k FILE or set {ENV_KEYRING} (or give FILE, "
+                           "or set `keyring` in the client configuration file)")
     return path
 
 
@@ -65,7 +95,7 @@ def _load(args: argparse.Namespace) -> tuple[str, Keyring]:
     Changes are saved atomically, so two commands changing one file at the same moment cannot
     corrupt it, but the later one wins: run them one at a time.
     """
-    path = _keyring_path(args)
+    path = keyring_path(args)
     return path, Keyring.load(path)
 
 
@@ -75,18 +105,34 @@ def _check_node_for(scheme: str, node: str | None) -> None:
         raise KeyringError(f"an {scheme} key signs as one node: pass --node NAME")
 
 
+def _print_json(document: dict[str, Any]) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _changed(args: argparse.Namespace, action: str, path: str, **details: Any) -> bool:
+    """With ``--json``, print the document of a change (``action``, its ``details``, then
+    the keyring as ``keys list --json`` shows it) and return True."""
+    if not args.json:
+        return False
+    _print_json({"action": action, **details, **_describe(path, Keyring.load(path))})
+    return True
+
+
 def _cmd_new(args: argparse.Namespace) -> int:
-    if os.path.lexists(args.file) and not args.force:
+    path = keyring_path(args)
+    if os.path.lexists(path) and not args.force:
         raise KeyringError(
-            f"{args.file} exists; pass --force to replace it (its keys are then lost)"
+            f"{path} exists; pass --force to replace it (its keys are then lost)"
         )
     _check_node_for(args.scheme, args.node)
     key = Keyring.generate(args.scheme, key_id=args.id)
     Keyring(node=args.node, cluster=args.cluster, keys=[key],
-            signing_key_id=key.key_id).save(args.file)
-    print(f"created {args.file}: key {key.key_id} ({key.scheme}) signs")
+            signing_key_id=key.key_id).save(path)
+    if _changed(args, "new", path, key=key.key_id):
+        return 0
+    print(f"created {path}: key {key.key_id} ({key.scheme}) signs")
     if key.public is not None:
-        print(f"share its public key with `clusterrpc keys export-public -k {args.file}`")
+        print(f"share its public key with `clusterrpc keys export-public -k {path}`")
     return 0
 
 
@@ -107,12 +153,37 @@ def _cmd_add(args: argparse.Namespace) -> int:
         signing_key_id=keyring.signing_key_id,
     )
     renamed.with_key(key, sign=args.sign).save(path)
+    if _changed(args, "add", path, key=key.key_id):
+        return 0
     role = "signs" if args.sign else "accepted, not signing"
     print(f"added key {key.key_id} ({key.scheme}): {role}")
     return 0
 
 
+def _import_operands(args: argparse.Namespace) -> None:
+    """Split ``keys import``'s operands, ``[FILE] SOURCE [KEYID ...]``: with ``-k``, they are
+    SOURCE and KEYIDs (after FILE, if the first names the same file as ``-k``: importing a
+    keyring into itself means nothing); without, one operand is SOURCE and two or more start
+    with FILE — unless the environment or the configuration file names a keyring other than
+    the first operand, which could then be either (a usage error that asks for ``-k``)."""
+    operands: list[str] = list(args.operands)
+    args.keyring_file = None
+    if args.keyring and len(operands) >= 2 and _same_file(args.keyring, operands[0]):
+        args.keyring_file = operands.pop(0)
+    elif not args.keyring and len(operands) >= 2:
+        default, source = load_defaults().keyring_path(None)
+        if default is not None and not _same_file(default, operands[0]):
+            raise UsageError(
+                f"keys import {' '.join(operands)}: is {operands[0]} the keyring to import "
+                f"into (FILE) or the SOURCE? The keyring defaults to {default} (from "
+                f"{source}); say which with -k FILE"
+            )
+        args.keyring_file = operands.pop(0)
+    args.source, args.key_ids = operands[0], operands[1:]
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
+    _import_operands(args)
     path, keyring = _load(args)
     source = Keyring.load(args.source)
     wanted = set(args.key_ids)
@@ -137,6 +208,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     updated.save(path)
     new_keys = len(updated.keys) - len(keyring.keys)
     new_trusted = len(updated.trusted) - len(keyring.trusted)
+    if _changed(args, "import", path, source=args.source, new_keys=new_keys,
+                new_trusted=new_trusted):
+        return 0
     print(
         f"imported {new_keys} new key(s) and {new_trusted} new trusted public key(s) "
         f"from {args.source} into {path}"
@@ -147,6 +221,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_use(args: argparse.Namespace) -> int:
     path, keyring = _load(args)
     keyring.with_signing_key(args.key_id).save(path)
+    if _changed(args, "use", path, key=args.key_id):
+        return 0
     print(f"key {args.key_id} now signs")
     return 0
 
@@ -154,6 +230,8 @@ def _cmd_use(args: argparse.Namespace) -> int:
 def _cmd_remove(args: argparse.Namespace) -> int:
     path, keyring = _load(args)
     keyring.without_key(args.key_id).save(path)
+    if _changed(args, "remove", path, key=args.key_id):
+        return 0
     print(f"removed key {args.key_id}")
     return 0
 
@@ -161,6 +239,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 def _cmd_untrust(args: argparse.Namespace) -> int:
     path, keyring = _load(args)
     keyring.without_trusted(args.node, args.key_id).save(path)
+    if _changed(args, "untrust", path, node=args.node, key=args.key_id):
+        return 0
     print(f"no longer trusting key {args.key_id} of node {args.node}")
     return 0
 
@@ -205,7 +285,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     path, keyring = _load(args)
     info = _describe(path, keyring)
     if args.json:
-        print(json.dumps(info, indent=2, ensure_ascii=False))
+        _print_json(info)
         return 0
     cluster = f", cluster {info['cluster']}" if info["cluster"] else ""
     print(f"keyring {path}, node {info['node'] or '(none)'}{cluster}")
@@ -239,10 +319,23 @@ def _cmd_export_public(args: argparse.Namespace) -> int:
             "have them; shared keys are installed with `keys import`)"
         )
     public = Keyring(trusted=entries)
+    if args.output is not None:
+        public.save(args.output)
+    if args.json:
+        _print_json({
+            "keyring": path, "output": args.output,
+            "public_keys": [
+                {"node": entry.node, "id": entry.key_id, "scheme": entry.scheme,
+                 "fingerprint": fingerprint(entry.public),
+                 "public": base64.b64encode(entry.public).decode("ascii")}
+                for entry in entries
+            ],
+            "toml": public.to_toml(),
+        })
+        return 0
     if args.output is None:
         print(public.to_toml(), end="")
     else:
-        public.save(args.output)
         print(f"wrote {len(entries)} public key(s) to {args.output}")
     return 0
 
@@ -281,7 +374,9 @@ def _cmd_http_credentials(args: argparse.Namespace) -> int:
         raise KeyringError(f"{path} has no key {args.key_id!r} (its keys: {known})")
     user, token = http_credentials(keyring, args.key_id)
     url = None if args.url is None else url_with_credentials(args.url, user, token)
-    if url is None:
+    if args.json:
+        _print_json({"keyring": path, "user": user, "token": token, "url": url})
+    elif url is None:
         print(f"user: {user}")
         print(f"token: {token}")
     else:
@@ -296,11 +391,20 @@ def _cmd_http_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keyring_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-k", "--keyring", metavar="FILE",
-        help=f"the keyring file (default: ${ENV_KEYRING})",
-    )
+_KEYRING_HELP = (f"the keyring file (default: ${ENV_KEYRING}, else `keyring` in the client "
+                 "configuration file)")
+
+
+def _keyring_options(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    """``-k/--keyring FILE`` and ``--json`` (and, with ``positional``, an optional FILE operand
+    first among the positionals: the same keyring, spelt the other way)."""
+    parser.add_argument("-k", "--keyring", metavar="FILE", help=_KEYRING_HELP)
+    if positional:
+        parser.add_argument("keyring_file", metavar="FILE", nargs="?",
+                            help="the keyring file, as -k FILE (give one or both, the same)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (the keyring as `keys list --json` "
+                             "shows it, with what changed)")
 
 
 def register(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -308,7 +412,11 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
     ``clusterrpc``); the nested parsers are of the same class as ``keys`` itself."""
     keys = commands.add_parser(
         "keys", help="create and change keyring files",
-        description="Create and change keyring files (spec/keyring.md).",
+        description="Create and change keyring files (spec/keyring.md). Every subcommand "
+                    "takes the keyring as FILE or as -k/--keyring FILE (default: "
+                    f"${ENV_KEYRING}, else `keyring` in the client configuration file) and "
+                    "prints one JSON document with --json.",
+        epilog="exit status: 0 ok, 2 usage or keyring error (see clusterrpc.cli.exits)",
     )
     sub = keys.add_subparsers(
         dest="keys_command", metavar="SUBCOMMAND", required=True, parser_class=type(keys)
@@ -320,7 +428,7 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
     new.add_argument("--node", help="the node the keyring belongs to (needed for ed25519)")
     new.add_argument("--cluster", help="the cluster name that clients and nodes default to")
     new.add_argument("--force", action="store_true", help="replace an existing FILE")
-    new.add_argument("file", metavar="FILE")
+    _keyring_options(new)
     new.set_defaults(handler=_cmd_new)
 
     add = sub.add_parser("add", help="add a new random key (accepted, not signing)")
@@ -328,38 +436,50 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
     add.add_argument("--id", help="key id (default: SCHEME-YYYYMMDD-XXXX)")
     add.add_argument("--sign", action="store_true", help="also make it the signing key")
     add.add_argument("--node", help="set the keyring's node name if it has none (for ed25519)")
-    _keyring_option(add)
+    _keyring_options(add)
     add.set_defaults(handler=_cmd_add)
 
-    imp = sub.add_parser("import", help="copy keys and trusted public keys from another file")
-    _keyring_option(imp)
-    imp.add_argument("source", metavar="SOURCE", help="keyring file to copy from")
-    imp.add_argument("key_ids", metavar="KEYID", nargs="*", help="only these ids (default: all)")
+    imp = sub.add_parser(
+        "import", help="copy keys and trusted public keys from another file",
+        usage="clusterrpc keys import [-h] [-k FILE] [--json] [FILE] SOURCE [KEYID ...]",
+        description="Copy keys and trusted public keys (all, or those with the KEYIDs) from "
+                    "the keyring file SOURCE into the keyring. Without -k, two or more "
+                    "operands start with FILE (when the keyring also defaults to a file from "
+                    f"${ENV_KEYRING} or the client configuration, FILE must be that file, "
+                    "else say which with -k); one operand is SOURCE.",
+    )
+    _keyring_options(imp, positional=False)
+    imp.add_argument("operands", metavar="[FILE] SOURCE [KEYID ...]", nargs="+",
+                     help="the keyring (without -k), the file to copy from, and the key ids "
+                          "to copy (default: all)")
     imp.set_defaults(handler=_cmd_import)
 
-    use = sub.add_parser("use", help="make KEYID the signing key")
+    use = sub.add_parser("use", help="make KEYID the signing key",
+                         usage="clusterrpc keys use [-h] [-k FILE] [--json] [FILE] KEYID")
+    _keyring_options(use)
     use.add_argument("key_id", metavar="KEYID")
-    _keyring_option(use)
     use.set_defaults(handler=_cmd_use)
 
-    remove = sub.add_parser("remove", help="remove key KEYID (not the signing key)")
+    remove = sub.add_parser("remove", help="remove key KEYID (not the signing key)",
+                            usage="clusterrpc keys remove [-h] [-k FILE] [--json] [FILE] KEYID")
+    _keyring_options(remove)
     remove.add_argument("key_id", metavar="KEYID")
-    _keyring_option(remove)
     remove.set_defaults(handler=_cmd_remove)
 
-    untrust = sub.add_parser("untrust", help="stop trusting NODE's public key KEYID")
+    untrust = sub.add_parser(
+        "untrust", help="stop trusting NODE's public key KEYID",
+        usage="clusterrpc keys untrust [-h] [-k FILE] [--json] [FILE] NODE KEYID")
+    _keyring_options(untrust)
     untrust.add_argument("node", metavar="NODE")
     untrust.add_argument("key_id", metavar="KEYID")
-    _keyring_option(untrust)
     untrust.set_defaults(handler=_cmd_untrust)
 
     listing = sub.add_parser("list", help="show keys and trusted public keys (never secrets)")
-    _keyring_option(listing)
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    _keyring_options(listing)
     listing.set_defaults(handler=_cmd_list)
 
     export = sub.add_parser("export-public", help="write this node's public keys for others")
-    _keyring_option(export)
+    _keyring_options(export)
     export.add_argument("-o", "--output", metavar="OUT", help="write to OUT (default: stdout)")
     export.set_defaults(handler=_cmd_export_public)
 
@@ -370,7 +490,7 @@ def register(commands: argparse._SubParsersAction[_Parser]) -> None:
         "XML-RPC client calls a node's http(s):// endpoint (spec/http.md, \"Credentials\"). "
         "The token is a secret: anyone who has it can call every endpoint that holds the key.",
     )
-    _keyring_option(credentials)
+    _keyring_options(credentials)
     credentials.add_argument(
         "--key", dest="key_id", metavar="KEYID",
         help="the key to derive them from (default: the signing key); any key of the "

@@ -7,9 +7,9 @@
     every member of a group and prints a line per member (:mod:`clusterrpc.cli.rpc`);
 ``clusterrpc methods [OPTIONS] URL``
     list the methods a node publishes, with signatures and help (``--json``, ``--verbose``);
-    both take ``-k/--keyring FILE`` (default ``$CLUSTERRPC_KEYRING``), ``--cluster NAME``
-    (default: the keyring's ``cluster``), ``--timeout SECONDS`` (default 10), ``--codec NAME``,
-    ``--insecure`` and ``--user USER[:PASSWORD]`` (HTTP Basic for foreign servers);
+    both take ``-k/--keyring FILE``, ``--cluster NAME`` (default: the keyring's ``cluster``),
+    ``--timeout SECONDS`` (default 10), ``--codec NAME``, ``--insecure`` and
+    ``--user USER[:PASSWORD]`` (HTTP Basic for foreign servers);
 ``clusterrpc serve --config FILE [--print-addresses] [--check] [--log-level LEVEL]``
     run a node described by a TOML file until SIGINT or SIGTERM (:mod:`clusterrpc.cli.serve`);
 ``clusterrpc roundtrip [--codec NAME …] [--show]``
@@ -23,21 +23,37 @@
 ``clusterrpc decode [--codec NAME] call|response [FILE]``
     read a body (from FILE or standard input) and print it as JSON in the same notation;
 ``clusterrpc keys new|add|import|use|remove|untrust|list|export-public|http-credentials …``
-    manage keyring files (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``);
+    manage keyring files, each subcommand taking the keyring as FILE or ``-k FILE``
+    (:mod:`clusterrpc.cli.keys`, ``spec/keyring.md``);
 ``clusterrpc local ls [--cluster C] [--domain D] [--local-dir DIR] [--json]``
     show a node's local API: its local services and the local programs connected to it, for
     cluster C or every cluster with sockets under DIR (:mod:`clusterrpc.cli.local`,
-    ``spec/local.md``).
+    ``spec/local.md``);
+``clusterrpc members URL``, ``clusterrpc leader URL``, ``clusterrpc leader transfer URL``
+    a node's membership view, its election, a leadership hand-over
+    (:mod:`clusterrpc.cli.members`, :mod:`clusterrpc.cli.leader`);
+``clusterrpc status URL [--json]``
+    a node at a glance: name, cluster, uptime, members by state, leader and term, local
+    clients, counters (``node.status``: :mod:`clusterrpc.cli.status`, :mod:`clusterrpc.admin`).
+
+Every command that prints something takes ``--json`` and then prints one JSON document on
+standard output (``encode``, which writes a binary body, and ``serve``/``daemon`` do not).
+Every command that takes a keyring, and the connection options ``--timeout``, ``--codec`` and
+``--cluster``, default to ``$CLUSTERRPC_KEYRING`` and the client configuration file
+(``$CLUSTERRPC_CONFIG``, else ``$XDG_CONFIG_HOME/clusterrpc/client.toml``, else
+``~/.config/clusterrpc/client.toml``): option > environment > file > built-in default
+(:mod:`clusterrpc.cli.defaults`).
 
 Errors are one line on standard error, ``clusterrpc: error: …`` (``clusterrpc: fault CODE:
-message`` for a fault), never a traceback. Exit status (:mod:`clusterrpc.cli.exits`):
+message`` for a fault), never a traceback. Exit status (:mod:`clusterrpc.cli.exits` has the
+table of which command returns which):
 
 * 0 success;
 * 1 the remote method answered with a fault; for ``roundtrip``/``decode``, a round trip that is
   not exact or a body that cannot be decoded;
 * 2 usage or configuration error: bad arguments, an ARG that is not JSON, an unknown codec, a
-  value that cannot be encoded, a missing or invalid keyring or config file, a service that
-  cannot be imported;
+  value that cannot be encoded, a missing or invalid keyring, config or client configuration
+  file, a service that cannot be imported;
 * 3 transport error: cannot connect, connection lost, an HTTP error status, an answer that
   cannot be decoded, an address ``serve`` cannot listen on; for ``local ls``, no cluster with
   local sockets, or a local socket that cannot be reached;
@@ -59,7 +75,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from clusterrpc import __version__
-from clusterrpc.cli import keys, leader, local, members, rpc, serve
+from clusterrpc.cli import demo, keys, leader, local, members, rpc, serve, status
 from clusterrpc.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -127,9 +143,12 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     registry = default_registry()
     names = args.codec or registry.names()
     params = [SAMPLE_VOTE]
-    print("clusterrpc", __version__, "- round trip of an election vote through each codec\n")
-    print(f"{'CODEC':<10} {'ID':>3}  {'CALL':>6}  {'REPLY':>6}  {'FAULT':>6}  RESULT")
+    if not args.json:
+        print("clusterrpc", __version__, "- round trip of an election vote through each "
+              "codec\n")
+        print(f"{'CODEC':<10} {'ID':>3}  {'CALL':>6}  {'REPLY':>6}  {'FAULT':>6}  RESULT")
     failures = 0
+    results = []
     for name in names:
         codec = _codec(name)
         call = codec.encode_call("election.vote", params)
@@ -143,11 +162,23 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
             == FaultMessage(-32601, "method 'election.bogus' not found")
         )
         failures += not exact
+        entry: dict[str, Any] = {"codec": name, "id": codec.codec_id, "call": len(call),
+                                 "reply": len(reply), "fault": len(fault), "exact": exact}
+        if args.show:
+            entry["call_body"] = call.decode("utf-8", "replace")
+        results.append(entry)
+        if args.json:
+            continue
         print(f"{name:<10} {codec.codec_id:>3}  {len(call):>5}B  {len(reply):>5}B  "
               f"{len(fault):>5}B  {'exact' if exact else 'MISMATCH'}")
         if args.show:
             print(f"  call body: {call.decode('utf-8', 'replace')}\n")
-    print(f"\n{len(names) - failures} of {len(names)} codecs round-tripped exactly.")
+    if args.json:
+        print(json.dumps({"version": __version__, "codecs": results,
+                          "exact": len(names) - failures, "total": len(names)}, indent=2,
+                         ensure_ascii=False))
+    else:
+        print(f"\n{len(names) - failures} of {len(names)} codecs round-tripped exactly.")
     return EXIT_OK if not failures else EXIT_FAILED
 
 
@@ -200,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="clusterrpc",
         description="RPC for the messages that hold a cluster together.",
+        epilog="Every command that prints something takes --json (one JSON document on "
+               "standard output). The keyring, timeout, codec and cluster default to "
+               "$CLUSTERRPC_KEYRING and the client configuration file ($CLUSTERRPC_CONFIG, "
+               "else $XDG_CONFIG_HOME/clusterrpc/client.toml, else "
+               "~/.config/clusterrpc/client.toml). Exit status: 0 ok, 1 fault (or a codec "
+               "check that failed), 2 usage or configuration error, 3 transport error, "
+               "4 timeout, 5 authentication refused, 130 interrupted, 141 output closed; "
+               "the table of which command returns which is in the docstring of "
+               "clusterrpc.cli.exits (`python -m pydoc clusterrpc.cli.exits`) and in the "
+               "README's \"Exit status\" section.",
     )
     parser.add_argument("--version", action="version", version=f"clusterrpc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -209,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roundtrip.add_argument("--codec", action="append", help="only this codec (repeatable)")
     roundtrip.add_argument("--show", action="store_true", help="print each encoded call")
+    roundtrip.add_argument("--json", action="store_true",
+                           help="print one JSON document: sizes and exactness per codec")
     roundtrip.set_defaults(handler=_cmd_roundtrip)
 
     codecs = commands.add_parser("codecs", help="list installed codecs")
@@ -232,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--codec", default="xmlrpc", help="codec name (default: xmlrpc)")
     decode.add_argument("kind", choices=["call", "response"])
     decode.add_argument("file", nargs="?", help="file to read (default: standard input)")
+    decode.add_argument("--json", action="store_true",
+                        help="print JSON (what decode always prints; accepted for symmetry)")
     decode.set_defaults(handler=_cmd_decode)
 
     rpc.register(commands)
@@ -240,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(commands)
     members.register(commands)
     leader.register(commands)
+    status.register(commands)
+    demo.register(commands)
     return parser
 
 

@@ -22,10 +22,12 @@ shell.
     ``--json`` a list of ``{"name", "signatures", "help"}`` objects (``signatures`` is ``null``
     when unknown).
 
-Connection options (both commands): ``-k/--keyring FILE`` (default ``$CLUSTERRPC_KEYRING``;
-``tcp://``, ``unix://`` and ``udp://`` calls are signed with it), ``--cluster NAME`` (default:
-the keyring's ``cluster``), ``--timeout SECONDS`` (default 10), ``--codec NAME`` (the codec of
-signed packets), ``--insecure`` (no keyring: unauthenticated packets, for insecure nodes only),
+Connection options (both commands, and ``members``, ``leader``, ``status``): ``-k/--keyring
+FILE`` (``tcp://``, ``unix://`` and ``udp://`` calls are signed with it), ``--cluster NAME``
+(default: the keyring's ``cluster``), ``--timeout SECONDS`` (default 10), ``--codec NAME`` (the
+codec of signed packets; default ``xmlrpc``) — each defaulting first to the environment
+(``$CLUSTERRPC_KEYRING``) and the client configuration file (:mod:`clusterrpc.cli.defaults`);
+``--insecure`` (no keyring: unauthenticated packets, for insecure nodes only),
 ``--user USER[:PASSWORD]`` (HTTP Basic credentials for a foreign ``http(s)://`` server; the
 password, if not given here, comes from ``$CLUSTERRPC_PASSWORD``; ``http://USER:PASSWORD@host/…``
 works too; a node's own HTTP credentials are derived from the keyring without either).
@@ -45,8 +47,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from clusterrpc.cli.defaults import (
+    DEFAULT_CODEC,
+    DEFAULT_TIMEOUT,
+    ENV_KEYRING,
+    ClientDefaults,
+    load_defaults,
+)
 from clusterrpc.cli.exits import EXIT_FAULT, EXIT_OK, EXIT_TIMEOUT, UsageError
-from clusterrpc.cli.keys import ENV_KEYRING
 from clusterrpc.cli.notation import from_notation, to_notation
 from clusterrpc.errors import CallTimeoutError, DecodeError, Fault, TransportError
 from clusterrpc.keyring import Keyring
@@ -54,9 +62,6 @@ from clusterrpc.transports.addresses import parse_address
 from clusterrpc.values import Value
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_PASSWORD", "parse_argument", "register"]
-
-DEFAULT_TIMEOUT = 10.0
-"""Seconds a call waits for its answer unless ``--timeout`` says otherwise."""
 
 ENV_PASSWORD = "CLUSTERRPC_PASSWORD"  # noqa: S105 - a variable name, not a password
 """The environment variable holding the HTTP Basic password for ``--user USER``."""
@@ -130,6 +135,40 @@ def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     return urllib.parse.urlunsplit(parts._replace(netloc=hostport)), credentials
 
 
+def _defaults(args: argparse.Namespace) -> ClientDefaults:
+    """The client defaults (:mod:`clusterrpc.cli.defaults`) for this command, read once; the
+    timeout and codec options are resolved against them on the way."""
+    defaults: ClientDefaults | None = getattr(args, "_client_defaults", None)
+    if defaults is None:
+        defaults = load_defaults()
+        args._client_defaults = defaults
+        if hasattr(args, "timeout"):
+            args.timeout = defaults.timeout_or_default(args.timeout)
+        if hasattr(args, "codec"):
+            args.codec = defaults.codec_or_default(args.codec)
+    return defaults
+
+
+def _keyring_and_cluster(args: argparse.Namespace, *, check_insecure: bool
+                         ) -> tuple[Keyring | None, str | None]:
+    """The keyring the options, ``$CLUSTERRPC_KEYRING`` or the client configuration name
+    (loaded), and the cluster name (option, configuration file, keyring). Raises
+    :class:`~clusterrpc.cli.exits.UsageError` for a keyring together with ``--insecure``
+    (when ``check_insecure``) and :class:`~clusterrpc.errors.KeyringError` for a keyring
+    that cannot be loaded."""
+    defaults = _defaults(args)
+    path, source = defaults.keyring_path(args.keyring)
+    if path is not None and args.insecure and check_insecure:
+        hint = "" if source == "-k" else f" (it comes from {source}: unset it there)"
+        raise UsageError(
+            f"--insecure sends unauthenticated packets, but a keyring was given ({path}); "
+            f"drop one of them{hint}"
+        )
+    keyring = Keyring.load(path) if path else None
+    cluster = defaults.cluster_or(args.cluster, keyring.cluster if keyring else None)
+    return keyring, cluster
+
+
 @contextmanager
 def _client(args: argparse.Namespace) -> Iterator[Any]:
     """The connected :class:`clusterrpc.Client` that the options describe."""
@@ -145,24 +184,20 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         if credentials is not None:
             raise UsageError("credentials are given both in the URL and with --user")
         credentials = in_url
-    path = args.keyring or os.environ.get(ENV_KEYRING) or None
-    keyring = Keyring.load(path) if path else None
-    if args.insecure and keyring is not None and not http:
-        raise UsageError(
-            f"--insecure sends unauthenticated packets, but a keyring was given "
-            f"({path}); drop one of them (unset ${ENV_KEYRING} if it comes from there)"
-        )
-    cluster = args.cluster or (keyring.cluster if keyring is not None else None)
+    keyring, cluster = _keyring_and_cluster(args, check_insecure=not http)
     if not http:
         if keyring is None and not args.insecure:
             raise UsageError(
                 f"{url} takes signed packets: pass --keyring FILE or set {ENV_KEYRING} "
-                "(or --insecure for a node that accepts unauthenticated calls)"
+                "(or `keyring` in the client configuration file, or --insecure for a node "
+                "that accepts unauthenticated calls)"
             )
         if not cluster:
             raise UsageError(
-                "no cluster name: pass --cluster NAME or set `cluster` in the keyring"
+                "no cluster name: pass --cluster NAME or set `cluster` in the keyring "
+                "or the client configuration file"
             )
+    _defaults(args)
     client = connect(
         url, keyring=keyring, cluster=cluster, timeout=args.timeout, codec=args.codec,
         insecure=args.insecure, credentials=credentials,
@@ -197,21 +232,16 @@ def _print_readable(value: Value) -> None:
 
 def _signed_keyring(args: argparse.Namespace, what: str) -> tuple[Keyring | None, str]:
     """The keyring and cluster name for signed packets, as the options give them."""
-    path = args.keyring or os.environ.get(ENV_KEYRING) or None
-    keyring = Keyring.load(path) if path else None
-    if args.insecure and keyring is not None:
-        raise UsageError(
-            f"--insecure sends unauthenticated packets, but a keyring was given ({path}); "
-            f"drop one of them (unset ${ENV_KEYRING} if it comes from there)"
-        )
+    keyring, cluster = _keyring_and_cluster(args, check_insecure=True)
     if keyring is None and not args.insecure:
         raise UsageError(
             f"{what} takes signed packets: pass --keyring FILE or set {ENV_KEYRING} "
-            "(or --insecure for nodes that accept unauthenticated calls)"
+            "(or `keyring` in the client configuration file, or --insecure for nodes that "
+            "accept unauthenticated calls)"
         )
-    cluster = args.cluster or (keyring.cluster if keyring is not None else None)
     if not cluster:
-        raise UsageError("no cluster name: pass --cluster NAME or set `cluster` in the keyring")
+        raise UsageError("no cluster name: pass --cluster NAME or set `cluster` in the keyring "
+                "or the client configuration file")
     return keyring, cluster
 
 
@@ -376,13 +406,18 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
                         help="tcp://HOST:PORT, unix:///PATH, udp://HOST:PORT or http(s)://…")
     group = parser.add_argument_group("connection")
     group.add_argument("-k", "--keyring", metavar="FILE",
-                       help=f"keyring that signs the calls (default: ${ENV_KEYRING})")
+                       help=f"keyring that signs the calls (default: ${ENV_KEYRING}, else "
+                            "`keyring` in the client configuration file)")
     group.add_argument("--cluster", metavar="NAME",
-                       help="cluster name (default: the keyring's `cluster`)")
-    group.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=DEFAULT_TIMEOUT,
-                       help=f"how long to wait for an answer (default: {DEFAULT_TIMEOUT:g})")
-    group.add_argument("--codec", default="xmlrpc",
-                       help="codec of signed packets (default: xmlrpc; http is always xmlrpc)")
+                       help="cluster name (default: `cluster` in the client configuration "
+                            "file, else the keyring's)")
+    group.add_argument("--timeout", metavar="SECONDS", type=_timeout,
+                       help="how long to wait for an answer (default: `timeout` in the "
+                            f"client configuration file, else {DEFAULT_TIMEOUT:g})")
+    group.add_argument("--codec",
+                       help="codec of signed packets (default: `codec` in the client "
+                            f"configuration file, else {DEFAULT_CODEC}; http is always "
+                            "xmlrpc)")
     group.add_argument("--insecure", action="store_true",
                        help="send unauthenticated packets (no keyring; insecure nodes only)")
     group.add_argument("--user", metavar="USER[:PASSWORD]",
@@ -391,7 +426,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 _EPILOG = ("exit status: 0 ok, 1 the method answered with a fault, 2 usage or configuration "
-           "error, 3 transport error, 4 timeout, 5 authentication refused (HTTP 401/403)")
+           "error (a bad client configuration file too), 3 transport error, 4 timeout, "
+           "5 authentication refused (HTTP 401/403); the table: clusterrpc.cli.exits")
 
 
 def register(commands: argparse._SubParsersAction[_Parser]) -> None:
