@@ -108,6 +108,8 @@ class NodeConfig:
     ``listen``: URLs to serve on — ``tcp://``, ``unix://``, ``udp://`` and ``http(s)://``
     (standard XML-RPC; it needs the keyring's credentials unless ``http_insecure=True``, and
     TLS via ``tls_certfile``/``tls_keyfile`` for ``https://``). Port 0 picks a free port.
+    ``http_console``: every ``http(s)://`` endpoint also serves the web console at
+    ``/console`` (:mod:`clusterrpc.console`), behind the same credentials as its XML-RPC.
     ``groups``: name → :class:`Group` (or its address) for ``node.group()`` calls.
     ``network``: a simulated datagram network (:class:`clusterrpc.testing.MemoryNetwork`) that
     every UDP socket and group of the node uses instead of the operating system's; then only
@@ -160,6 +162,7 @@ class NodeConfig:
     replay_window: int = 1024
     freshness: float = 30.0
     http_insecure: bool = False
+    http_console: bool = False
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     debug: bool = False

@@ -15,6 +15,7 @@ distinctions that callers act on:
     ├── Fault                      the remote method answered with a fault (code, message)
     │   └── StaleTermError         a @fenced method refused a term older than its newest
     ├── ConfigurationError         bad keyword configuration or plugin set-up   (ValueError)
+    │   ├── ConfigProblemsError    a configuration breaks its plugin's metadata (.problems)
     │   ├── UnknownCodecError      no codec with that name or wire id          (LookupError)
     │   ├── UnknownSchemeError     no authentication scheme with that name/id  (LookupError)
     │   └── KeyringError           a keyring file is missing, malformed or too open
@@ -61,6 +62,8 @@ and ``spec/codecs.md``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -68,6 +71,7 @@ __all__ = [
     "CallCancelledError",
     "CallTimeoutError",
     "ClusterRPCError",
+    "ConfigProblemsError",
     "ConfigurationError",
     "ConnectError",
     "ConnectionClosedError",
@@ -127,6 +131,12 @@ class FaultCode(enum.IntEnum):
     """A :func:`~clusterrpc.components.election.fenced` method refused the call: the fencing
     token (election term) it carried is older than the newest the service has seen. (In the
     range the fault-interoperability specification leaves to implementations.)"""
+    INVALID_CONFIG = -32020
+    """A plugin configuration was refused by the plugin's metadata (``spec/metadata.md``); the
+    fault string lists every problem, one per line, with its field path."""
+    FORBIDDEN = -32021
+    """The method refused the caller: a credential it needs (a plugin's token) is missing or
+    wrong."""
     SYSTEM_ERROR = -32400
     """An error of the server's system, outside the method."""
     TRANSPORT_ERROR = -32300
@@ -185,6 +195,23 @@ class ConfigurationError(ClusterRPCError, ValueError):
     Raised when objects are constructed, plugins are loaded, or a call is given a bad option
     (e.g. a negative ``timeout``); never for bytes that arrive.
     """
+
+
+class ConfigProblemsError(ConfigurationError):
+    """A configuration was checked against a plugin's metadata and has problems
+    (``spec/metadata.md``): ``problems`` lists every one — each a
+    :class:`clusterrpc.metadata.ConfigProblem` with its field path, what was expected and the
+    offending value (masked for a secret) — and the message shows them one per line.
+    ``where`` (a file name, say) prefixes the message."""
+
+    def __init__(self, problems: Sequence[Any], *, where: str = "") -> None:
+        self.problems = list(problems)
+        self.where = where
+        head = f"{where}: " if where else ""
+        lines = [f"  {problem.path}: {problem.message} (expected {problem.expected}, got "
+                 f"{problem.value})" for problem in self.problems]
+        super().__init__(f"{head}{len(self.problems)} configuration problem(s):\n"
+                         + "\n".join(lines))
 
 
 class UnknownCodecError(ConfigurationError, LookupError):

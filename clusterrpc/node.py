@@ -217,6 +217,14 @@ class _DatagramListener(_ListenerOf):
         """A datagram socket accepts nothing: it keeps serving until closed."""
 
 
+def _console_pages(config: NodeConfig, rpc_path: str) -> Any:
+    if not config.http_console:
+        return None
+    from clusterrpc.console import console_pages  # noqa: PLC0415 - only consoles read it
+
+    return console_pages(rpc_path=rpc_path)
+
+
 class _HttpListener(_ListenerOf):
     def __init__(self, node: _NodeListeners, address: Address, *,
                  sock: socket.socket | None = None) -> None:
@@ -227,6 +235,7 @@ class _HttpListener(_ListenerOf):
             address=address, registry=node.serving.dispatcher.registry, keyring=config.keyring,
             insecure=config.http_insecure, ssl_context=node.ssl_context, limits=config.limits,
             dispatcher=node.serving.dispatcher, sock=sock,
+            pages=_console_pages(config, address.path or "/RPC2"),
         ))  # fmt: skip
 
     def stop_accepting(self) -> None:
@@ -337,6 +346,12 @@ class Node:
             freshness=config.freshness,
         )  # fmt: skip
         self.serving = Serving(self.messenger, self.services)
+        # Every node describes the plugins installed with it, so a remote GUI can build a
+        # configuration form for each from its metadata alone (spec/metadata.md).
+        from clusterrpc.plugins import describe_plugin, list_plugins  # noqa: PLC0415
+
+        self.services.publish("system.listPlugins", list_plugins)
+        self.services.publish("system.describePlugin", describe_plugin)
         self._listener_context = _NodeListeners(config, self.serving, self._is_own_excluded_call)
         self._groups: dict[str, GroupConfig] = dict(config.groups)
         self._group_members: list[GroupMember] = []

@@ -35,6 +35,7 @@ class SchemeRegistry(PluginRegistry[AuthScheme]):
     """
 
     kind = "authentication scheme"
+    plugin_type = "auth"
     group = ENTRY_POINT_GROUP
     base = AuthScheme
     id_attribute = "scheme_id"
@@ -48,7 +49,7 @@ class SchemeRegistry(PluginRegistry[AuthScheme]):
         """Discover every scheme installed under ``clusterrpc.auth`` (see
         :mod:`clusterrpc.plugins` for how conflicts and broken plugins are handled)."""
         classes, origins, broken = cls.discover()
-        return cls(classes, origins=origins, broken=broken)
+        return cls(classes, origins=origins, broken=broken, versions=cls.versions_of())
 
     def get(self, name_or_id: str | int) -> AuthScheme:
         """An instance of the scheme named ``name_or_id`` (or with that wire id)."""

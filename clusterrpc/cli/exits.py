@@ -42,6 +42,8 @@ command                                                    statuses
 ``codecs``                                                 0
 ``roundtrip``, ``decode``                                  0, 1, 2
 ``encode``                                                 0, 2
+``plugins list``, ``plugins describe``                     0, 2
+``config check``                                           0, 2 (every problem listed)
 ``demo``                                                   0, 1 (a daemon failed), 2, 4
 =========================================================  ===================================
 

@@ -75,7 +75,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from clusterrpc import __version__
-from clusterrpc.cli import demo, keys, leader, local, members, rpc, serve, status
+from clusterrpc.cli import demo, keys, leader, local, members, plugins, rpc, serve, status
 from clusterrpc.cli.exits import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     members.register(commands)
     leader.register(commands)
     status.register(commands)
+    plugins.register(commands)
     demo.register(commands)
     return parser
 

@@ -6,7 +6,8 @@ The configuration file is TOML::
     cluster = "ORG/UK/EDIN"                      # default: the keyring's `cluster`
     keyring = "cluster.keys"                     # relative to this file's directory
     listen = ["tcp://127.0.0.1:7400", "udp://127.0.0.1:7400"]   # port 0: any free port
-    # optional Node options: timeout, drain_timeout, insecure, http_insecure, tls_certfile,
+    # optional Node options: timeout, drain_timeout, insecure, http_insecure, http_console
+    # (the web console at /console of every http:// listener), tls_certfile,
     # tls_keyfile (relative paths: to this file's directory), debug, max_in_flight, max_packet,
     # replay_window, freshness, codec
 
@@ -30,6 +31,11 @@ The configuration file is TOML::
     # optional: name (the service, default "election"), election_timeout, heartbeat_interval,
     # transfer_timeout, prevote, check_quorum, leader_stickiness. SIGTERM on the leader hands
     # the leadership over before the node stops.
+
+    [plugins.kvstore]                            # optional: a service plugin to run, one
+    max_keys = 100                               # table each; checked against the plugin's
+                                                 # metadata (`clusterrpc plugins describe
+                                                 # NAME`), every problem reported, exit 2
 
     [groups]                                     # optional: groups to join and call
     all = "udp://239.192.0.1:7401?iface=127.0.0.1"
@@ -70,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -78,13 +85,14 @@ import math
 import signal
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from clusterrpc.cli.exits import EXIT_OK, UsageError
 from clusterrpc.cli.logs import LOG_FORMATS, SecretRedactor, configure_logging
 from clusterrpc.config import Group, NodeConfig
-from clusterrpc.errors import ClusterRPCError, ConfigurationError
+from clusterrpc.errors import ClusterRPCError, ConfigProblemsError, ConfigurationError
 from clusterrpc.keyring import Keyring
 
 __all__ = ["ServeConfig", "keyring_secrets", "load_config", "register", "reload_keyring",
@@ -95,12 +103,12 @@ log = logging.getLogger("clusterrpc.serve")
 _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
 
 # Node keyword options a config file may set, by the type check they need.
-_BOOL_OPTIONS = ("insecure", "http_insecure", "debug")
+_BOOL_OPTIONS = ("insecure", "http_insecure", "http_console", "debug")
 _SECONDS_OPTIONS = ("timeout", "drain_timeout", "freshness")
 _COUNT_OPTIONS = ("max_in_flight", "max_packet", "replay_window")
 _PATH_OPTIONS = ("tls_certfile", "tls_keyfile")
 _KNOWN = ("name", "cluster", "keyring", "listen", "services", "groups", "codec",
-          "local_dir", "local_services", "membership", "election",
+          "local_dir", "local_services", "membership", "election", "plugins",
           *_BOOL_OPTIONS, *_SECONDS_OPTIONS, *_COUNT_OPTIONS, *_PATH_OPTIONS)  # fmt: skip
 
 
@@ -128,6 +136,8 @@ class ServeConfig:
     """The node's configuration, parsed and checked once from all of the above."""
     keyring_path: Path | None = None
     """Where :attr:`keyring` was read from: SIGHUP reads it again (a key rotation)."""
+    plugins: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Service plugins to run: name → configuration, validated, defaults filled in."""
 
 
 def _type_name(value: object) -> str:
@@ -251,12 +261,57 @@ def load_config(path: str | Path) -> ServeConfig:
         )  # fmt: skip
     except ConfigurationError as error:
         raise UsageError(f"{path}: {error}") from None
+    plugins = plugin_tables(document, path)
+    clash = sorted(set(plugins) & set(services))
+    if clash:
+        raise UsageError(f"{path}: `{clash[0]}` is both a [services] entry and a [plugins] table")
     membership = _membership_table(document, path, groups)
     election = _election_table(document, path, name, has_membership=membership is not None)
     return ServeConfig(path=path, name=name, cluster=cluster, keyring=keyring,
                        listen=list(listen), services=services, options=options,
                        groups=dict(groups), node=node, local_services=local_services,
-                       membership=membership, election=election, keyring_path=keyring_path)
+                       membership=membership, election=election, keyring_path=keyring_path,
+                       plugins=plugins)
+
+
+def plugin_tables(document: Mapping[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """The ``[plugins.NAME]`` tables of a configuration document, each validated against its
+    service plugin's metadata and with defaults filled in (``spec/metadata.md``). Raises
+    :class:`~clusterrpc.errors.ConfigProblemsError` listing every problem of every table —
+    unknown plugins included — with its field path (``plugins.NAME.FIELD``), so one run shows
+    an operator everything to fix."""
+    tables = document.get("plugins", {})
+    if not isinstance(tables, dict):
+        raise UsageError(f"{path}: `plugins` must be tables: [plugins.NAME]")
+    if not tables:
+        return {}
+    from clusterrpc.metadata import ConfigProblem  # noqa: PLC0415
+    from clusterrpc.services import default_services  # noqa: PLC0415
+
+    registry = default_services()
+    problems: list[ConfigProblem] = []
+    checked: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        where = f"plugins.{name}"
+        if name not in registry:
+            installed = ", ".join(registry.names()) or "none"
+            problems.append(ConfigProblem(
+                path=where, expected=f"an installed service plugin ({installed})",
+                value=repr(name), message=f"no service plugin {name!r} is installed "
+                                          "(`clusterrpc plugins list`)"))
+            continue
+        if not isinstance(table, dict):
+            problems.append(ConfigProblem(path=where, expected="a table",
+                                          value=_type_name(table),
+                                          message=f"write it as [{where}]"))
+            continue
+        try:
+            checked[name] = registry.configuration(name, table, path=where)
+        except ConfigProblemsError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise ConfigProblemsError(problems, where=str(path))
+    return checked
 
 
 def _election_table(document: dict[str, Any], path: Path, name: str, *,
@@ -400,7 +455,9 @@ def resolve_service(service: str, target: str) -> object:
     return found
 
 
-def _build_node(config: ServeConfig) -> Any:
+def _build_node(config: ServeConfig) -> tuple[Any, Any]:
+    """The node of ``config`` with its services and plugins served, and its
+    :class:`~clusterrpc.services.host.PluginHost`."""
     from clusterrpc.node import Node  # noqa: PLC0415 - the I/O layers load on use
 
     assert config.node is not None  # load_config always sets it
@@ -411,7 +468,19 @@ def _build_node(config: ServeConfig) -> Any:
     for service, target in config.local_services.items():
         published = node.serve_local(resolve_service(service, target), name=service)
         log.info("serving %s to local programs: %s", service, ", ".join(published))
-    return node
+    from clusterrpc.services import default_services  # noqa: PLC0415
+    from clusterrpc.services.host import PluginHost  # noqa: PLC0415
+
+    host = PluginHost(default_services())
+    for name, plugin_config in config.plugins.items():
+        try:
+            plugin = host.start(name, plugin_config)
+        except ConfigurationError as error:
+            raise UsageError(f"{config.path}: [plugins.{name}]: {error}") from None
+        published = node.serve(plugin, name=name)
+        log.info("serving plugin %s: %s", name, ", ".join(published))
+    node.serve(host, name="plugins")
+    return node, host
 
 
 class _LogContext:
@@ -491,13 +560,51 @@ def reload_keyring(config: ServeConfig, node: Any, *,
     return True
 
 
+def reload_plugins(config: ServeConfig, host: Any, *,
+                   redactor: SecretRedactor | None = None) -> bool:
+    """Read ``config``'s file again and reconfigure the running service plugins from its
+    ``[plugins.*]`` tables (SIGHUP's work, :meth:`PluginHost.reload`). All or nothing: a file
+    that cannot be read or has any problem leaves every plugin as it was, logs every problem
+    at ERROR and returns ``False``. Secret fields' new values are masked in logs from now on."""
+    try:
+        with config.path.open("rb") as handle:
+            document = tomllib.load(handle)
+        tables = plugin_tables(document, config.path)
+        for name, table in tables.items():
+            _redact_plugin_secrets(redactor, host.registry.metadata(name), table)
+        changed = host.reload(tables)
+    except (OSError, tomllib.TOMLDecodeError, UsageError, ClusterRPCError) as error:
+        log.error("SIGHUP: keeping the plugins' configuration: %s", error)
+        return False
+    config.plugins = {name: dict(host.running[name].config) for name in host.running}
+    log.info("SIGHUP: plugins reconfigured: %s", ", ".join(changed) or "none changed")
+    return True
+
+
+def _redact_plugin_secrets(redactor: SecretRedactor | None, metadata: Any,
+                           table: Mapping[str, Any]) -> None:
+    if redactor is None:
+        return
+    for field in metadata.fields:
+        value = table.get(field.fieldname)
+        if field.secret and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # too short to mask without masking text
+                redactor.add(value)
+
+
 async def _run(config: ServeConfig, *, print_addresses: bool,
                log_context: _LogContext | None = None,
                redactor: SecretRedactor | None = None) -> int:
     from clusterrpc.transports.systemd import Notifier  # noqa: PLC0415 - spec/systemd.md
 
     notifier = Notifier()  # off without $NOTIFY_SOCKET; a malformed one stops us here
-    node = _build_node(config)
+    node, host = _build_node(config)
+    if redactor is not None:
+        def mask(secret: str) -> None:
+            with contextlib.suppress(ValueError):  # too short to mask without masking text
+                redactor.add(secret)
+
+        host.on_secret = mask  # a secret set through plugins.configure is masked from then on
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -523,6 +630,7 @@ async def _run(config: ServeConfig, *, print_addresses: bool,
         notifier.reloading()
         try:
             reload_keyring(config, node, redactor=redactor)
+            reload_plugins(config, host, redactor=redactor)
         finally:
             notifier.ready(status=_status_line(node, membership, election))
 
@@ -579,17 +687,34 @@ async def _run(config: ServeConfig, *, print_addresses: bool,
     return EXIT_OK
 
 
+def check_config(path: str | Path) -> dict[str, Any]:
+    """Everything the daemon checks before it listens — the file, its keyring, its services
+    (imported and created) and its plugins' tables — without listening. Returns a summary
+    (``node``, ``cluster``, ``services``, ``plugins``, ``listen``). Raises
+    :class:`~clusterrpc.errors.ConfigProblemsError` with every problem of the plugin tables,
+    :class:`~clusterrpc.cli.exits.UsageError` or :class:`~clusterrpc.errors.KeyringError` for
+    the first other problem."""
+    config = load_config(path)
+    _build_node(config)
+    return {"node": config.name, "cluster": config.cluster, "listen": config.listen,
+            "services": sorted(config.services), "plugins": sorted(config.plugins)}
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
     if args.check:
-        _build_node(config)
-        print(f"{config.path}: ok (node {config.name}, cluster {config.cluster}, "
-              f"{len(config.services)} service(s))")
+        summary = check_config(args.config)
+        print(f"{args.config}: ok (node {summary['node']}, cluster {summary['cluster']}, "
+              f"{len(summary['services'])} service(s))")
         return EXIT_OK
+    config = load_config(args.config)
     # Configured here, not at import: only a process that runs a node owns its logging.
     log_context = _LogContext(config)
     redactor = SecretRedactor()
     _redact_keyring(redactor, config.keyring)
+    from clusterrpc.services import default_services  # noqa: PLC0415
+
+    for name, table in config.plugins.items():
+        _redact_plugin_secrets(redactor, default_services().metadata(name), table)
     handler = configure_logging(level=args.log_level, log_format=args.log_format,
                                 context=log_context, redactor=redactor)
     try:

@@ -37,6 +37,7 @@ class CodecRegistry(PluginRegistry[Codec]):
     """
 
     kind = "codec"
+    plugin_type = "codec"
     group = ENTRY_POINT_GROUP
     base = Codec
     id_attribute = "codec_id"
@@ -60,7 +61,7 @@ class CodecRegistry(PluginRegistry[Codec]):
         import does not stop the others; see :meth:`create`.
         """
         classes, origins, broken = cls.discover()
-        return cls(classes, origins=origins, broken=broken)
+        return cls(classes, origins=origins, broken=broken, versions=cls.versions_of())
 
     def create(self, name_or_id: str | int, *, limits: Limits = DEFAULT_LIMITS) -> Codec:
         """Instantiate the codec named ``name_or_id`` (or with that wire id) with ``limits``.

@@ -50,7 +50,7 @@ import threading
 import time
 import typing
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import h11
@@ -94,6 +94,7 @@ __all__ = [
     "HttpBlockingChannel",
     "HttpChannel",
     "HttpServer",
+    "Page",
     "http_credentials",
     "http_token",
     "server_ssl_context",
@@ -121,6 +122,25 @@ _CLOSE_WAIT = 1.0
 _PRODUCT = b"clusterrpc"
 _PHRASES = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
 _XML_TYPE = b"text/xml; charset=utf-8"
+# A page may load only what its own origin serves, and may not be framed or sniffed.
+_PAGE_HEADERS = (
+    (b"Cache-Control", b"no-store"),
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"X-Frame-Options", b"DENY"),
+    (b"Referrer-Policy", b"no-referrer"),
+    (b"Content-Security-Policy",
+     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+     b"connect-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """A resource an :class:`HttpServer` serves to ``GET`` (its ``pages``): the
+    ``Content-Type`` header's value and the body."""
+
+    content_type: bytes
+    body: bytes
 
 
 # -- credentials ------------------------------------------------------------------------------
@@ -299,6 +319,11 @@ class HttpServer:
         seconds a keep-alive connection may wait for its next request.
     ``max_connections``
         connections served at once; a connection beyond it is answered 503 and closed.
+    ``pages``
+        resources served to ``GET``/``HEAD`` beside the XML-RPC path, behind the same
+        credentials: request path → :class:`Page` (the web console, ``clusterrpc.console``).
+        Each is sent with ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff``,
+        ``X-Frame-Options: DENY`` and a ``Content-Security-Policy`` allowing only this origin.
     ``sock``
         an already bound, listening TCP socket to serve on instead of binding ``address``
         (one a service manager passed, ``spec/systemd.md``); ``address`` gives the scheme and
@@ -324,6 +349,7 @@ class HttpServer:
         idle_timeout: float = 60.0,
         max_connections: int = 256,
         sock: socket.socket | None = None,
+        pages: Mapping[str, Page] | None = None,
     ) -> None:
         if isinstance(address, str):
             address = parse_address(address)
@@ -359,6 +385,12 @@ class HttpServer:
             )
         self.address = address
         self.registry = registry
+        self.pages: dict[bytes, Page] = {}
+        for where, page in (pages or {}).items():
+            if not where.startswith("/") or where == (address.path or "/RPC2"):
+                raise ConfigurationError(f"a page's path must start with '/' and differ from "
+                                         f"the XML-RPC path, not {where!r}")
+            self.pages[where.encode("ascii")] = page
         self.auth = auth
         """The credential check, or ``None`` when insecure. To rotate keys while serving,
         assign an :class:`HttpAuth` of the new keyring."""
@@ -659,10 +691,33 @@ class _ServerConnection:
         """Answer one request; return whether the connection may carry another one. Raises
         :class:`_Refused` for requests refused before their body is read."""
         server = self.server
-        if _request_path(request.target) != server.path:
+        path = _request_path(request.target)
+        page = server.pages.get(path)
+        if page is not None:
+            return await self._answer_page(request, page)
+        if path != server.path:
             raise _Refused(404, "bad_requests")
         if request.method != b"POST":
             raise _Refused(405, "bad_requests", [(b"Allow", b"POST")])
+        return await self._read_body_and_dispatch(request, self._authenticate(request))
+
+    async def _answer_page(self, request: h11.Request, page: Page) -> bool:
+        if request.method not in (b"GET", b"HEAD"):
+            raise _Refused(405, "bad_requests", [(b"Allow", b"GET, HEAD")])
+        self._authenticate(request)
+        async with asyncio.timeout(self.server.body_timeout):
+            while not isinstance(await self._next_event(), h11.EndOfMessage):
+                pass  # a GET has no body to speak of; h11 needs it read all the same
+        headers = [(b"Content-Type", page.content_type), *_PAGE_HEADERS]
+        if self.server.closing:
+            headers.append((b"Connection", b"close"))
+        await self._send(200, headers, page.body)
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+    def _authenticate(self, request: h11.Request) -> str | None:
+        """The key id of the request's credentials (``None`` when the endpoint is insecure);
+        raises :class:`_Refused` (401) without valid ones."""
+        server = self.server
         key_id = None
         if server.auth is not None:
             key_id = server.auth.check(_header(request.headers, b"authorization"))
@@ -671,6 +726,10 @@ class _ServerConnection:
                 raise _Refused(401, "unauthorized", [
                     (b"WWW-Authenticate", f'Basic realm="{REALM}"'.encode("ascii")),
                 ])  # fmt: skip
+        return key_id
+
+    async def _read_body_and_dispatch(self, request: h11.Request, key_id: str | None) -> bool:
+        server = self.server
         max_size = server.codec.limits.max_size
         length = _header(request.headers, b"content-length")  # h11 checked its syntax
         if length is not None and int(length) > max_size:
