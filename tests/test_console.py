@@ -199,3 +199,24 @@ def test_the_console_in_a_real_browser(console: Console) -> None:
         shown = n1.plugins.configuration("kvstore")
         assert shown["values"]["max_keys"] == 25
         assert shown["secrets_set"] == ["write_token"]  # kept: the form left it empty
+
+
+def test_a_get_with_an_oversized_body_is_refused(console: Console) -> None:
+    import socket  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    where = urllib.parse.urlsplit(console.page)
+    assert where.hostname == "127.0.0.1"
+    size = 5 << 20  # beyond the default 4 MiB codec limit (Limits.max_size)
+    head = (f"GET /console HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+            f"{console.authorization}\r\nContent-Length: {size}\r\n\r\n").encode()
+    with socket.create_connection((where.hostname, where.port), timeout=scaled(20)) as sock:
+        sock.sendall(head)
+        chunk = b"x" * 65536
+        try:
+            for _ in range(size // len(chunk)):  # bounded; the server answers before the end
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]

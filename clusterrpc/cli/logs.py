@@ -71,6 +71,14 @@ class SecretRedactor(logging.Filter):
             )
         self._secrets.add(secret)
 
+    def try_add(self, secret: str) -> bool:
+        """:meth:`add` for a secret an operator chose (a plugin's field): ``False``, and
+        nothing registered, for one too short to mask without masking ordinary text."""
+        if len(secret) < MIN_SECRET_LENGTH:
+            return False
+        self.add(secret)
+        return True
+
     def redact(self, text: str) -> str:
         """``text`` with every registered secret replaced by ``********``."""
         # Longest first: a secret that contains another must be masked whole.

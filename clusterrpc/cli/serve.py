@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -588,8 +587,7 @@ def _redact_plugin_secrets(redactor: SecretRedactor | None, metadata: Any,
     for field in metadata.fields:
         value = table.get(field.fieldname)
         if field.secret and isinstance(value, str):
-            with contextlib.suppress(ValueError):  # too short to mask without masking text
-                redactor.add(value)
+            redactor.try_add(value)
 
 
 async def _run(config: ServeConfig, *, print_addresses: bool,
@@ -600,11 +598,7 @@ async def _run(config: ServeConfig, *, print_addresses: bool,
     notifier = Notifier()  # off without $NOTIFY_SOCKET; a malformed one stops us here
     node, host = _build_node(config)
     if redactor is not None:
-        def mask(secret: str) -> None:
-            with contextlib.suppress(ValueError):  # too short to mask without masking text
-                redactor.add(secret)
-
-        host.on_secret = mask  # a secret set through plugins.configure is masked from then on
+        host.on_secret = redactor.try_add  # a secret set by plugins.configure is masked too
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

@@ -35,7 +35,7 @@ class PluginHost:
     docstring). Published as ``plugins``."""
 
     def __init__(self, registry: ServicePluginRegistry, *,
-                 on_secret: Callable[[str], None] | None = None) -> None:
+                 on_secret: Callable[[str], object] | None = None) -> None:
         self.registry = registry
         self.running: dict[str, ServicePlugin] = {}
         self.on_secret = on_secret

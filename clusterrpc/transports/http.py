@@ -705,9 +705,15 @@ class _ServerConnection:
         if request.method not in (b"GET", b"HEAD"):
             raise _Refused(405, "bad_requests", [(b"Allow", b"GET, HEAD")])
         self._authenticate(request)
+        # A GET carries no body worth reading: one is read and dropped (h11 needs it read),
+        # bounded like a call's, in time and in size.
+        size = 0
         async with asyncio.timeout(self.server.body_timeout):
-            while not isinstance(await self._next_event(), h11.EndOfMessage):
-                pass  # a GET has no body to speak of; h11 needs it read all the same
+            while not isinstance(event := await self._next_event(), h11.EndOfMessage):
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > self.server.codec.limits.max_size:
+                        raise _Refused(413, "bad_requests")
         headers = [(b"Content-Type", page.content_type), *_PAGE_HEADERS]
         if self.server.closing:
             headers.append((b"Connection", b"close"))
