@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import threading
 import time
 import xmlrpc.server
 from collections.abc import Iterator
@@ -27,7 +26,15 @@ from clusterrpc.cli.status import format_status
 from clusterrpc.keyring import Keyring
 from tests.conftest import scaled
 from tests.test_cli_members import free_udp_port
-from tests.test_cli_rpc import CLUSTER, free_port, run, run_cli, serving, write_keyring
+from tests.test_cli_rpc import (
+    CLUSTER,
+    free_port,
+    http_server,
+    run,
+    run_cli,
+    serving,
+    write_keyring,
+)
 
 pytestmark = pytest.mark.timeout(scaled(90.0))
 
@@ -150,14 +157,8 @@ def foreign_xmlrpc_server() -> Iterator[str]:
     server = xmlrpc.server.SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False,
                                               allow_none=True)
     server.register_instance(_Foreign())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/RPC2"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with http_server(server) as url:
+        yield url
 
 
 def test_status_of_a_server_without_the_service_is_a_fault(
