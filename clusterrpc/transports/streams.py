@@ -27,6 +27,7 @@ import select
 import socket
 import stat
 import struct
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -260,7 +261,14 @@ class StreamServer:
             if given is not None:
                 # The socket listens already; asyncio's listen() again only sets the backlog.
                 if address.scheme == "unix":
-                    self._server = await loop.create_unix_server(self._accept, sock=given)
+                    if sys.version_info >= (3, 13):
+                        # 3.13 unlinks a Unix server's path on close by default: the path of
+                        # an inherited socket is its service manager's, kept for the next
+                        # activation (spec/systemd.md).
+                        self._server = await loop.create_unix_server(
+                            self._accept, sock=given, cleanup_socket=False)
+                    else:
+                        self._server = await loop.create_unix_server(self._accept, sock=given)
                     self._bound = address
                 else:
                     self._server = await loop.create_server(self._accept, sock=given)
